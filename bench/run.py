@@ -1,0 +1,654 @@
+#!/usr/bin/env python3
+"""Benchmark coldvault against restic and borg on the same generated data.
+
+For each tool and repetition: back up generation 1, apply generation 2 and
+back up again (incremental), restore the latest snapshot into an empty
+directory and compare it with the source, verify the whole repository, and
+measure the repository's size.  Each command's wall time, CPU time and peak
+RSS come from os.wait4 on the child.  Prints one table per phase with medians
+and writes everything to WORK/results.json.  Exits non-zero if any command
+failed or any restore differed from its source.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import gen_tree
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+VENV_BIN = REPO_ROOT / ".venv" / "bin"
+SEED = 42
+PASSPHRASE = "coldvault-benchmark-passphrase"
+ALL_TOOLS = ("coldvault", "restic", "borg")
+PEER_INSTALL_HINT = "apt-get install restic borgbackup"
+STDERR_TAIL_LINES = 20
+MB = 1_000_000  # throughput is in MB/s (10^6 bytes); sizes and RSS in MiB
+MIB = 1024 * 1024
+
+PHASES = {
+    "backup1": "first backup (generation 1)",
+    "backup2": "second backup (generation 2, incremental)",
+    "restore": "full restore of the latest snapshot",
+    "check": "full verify, reading all data",
+}
+# coldvault's goals, shown beside the ratios for information only.
+THROUGHPUT_TARGETS_VS_RESTIC = {"backup1": 2.5, "backup2": 2.0, "restore": 1.5}
+REPO_SIZE_TARGET_VS_RESTIC = 1.0
+COLDVAULT_RSS_LIMIT_BYTES = 300 * MB
+
+
+class RunFailed(Exception):
+    """A tool's sequence cannot go on: a command failed or a restore differed."""
+
+
+@dataclass
+class Measurement:
+    wall_s: float
+    cpu_s: float
+    peak_rss_mib: float
+    bytes: int
+
+    @property
+    def mb_per_s(self):
+        return self.bytes / MB / self.wall_s if self.wall_s else 0.0
+
+
+# --- running and measuring commands ------------------------------------------
+
+
+def stderr_tail(path):
+    lines = path.read_text(errors="replace").splitlines()
+    return "\n".join(lines[-STDERR_TAIL_LINES:])
+
+
+def run_command(command, *, env, log_base, cwd=None):
+    """Run one command to completion; return (wall s, CPU s, peak RSS MiB).
+
+    Output goes to files, not pipes: nothing reads a pipe while os.wait4
+    blocks, so a chatty tool would otherwise stall on a full pipe.
+    """
+    out_path, err_path = log_base.with_suffix(".out"), log_base.with_suffix(".err")
+    printable = " ".join(map(str, command))
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        started = time.perf_counter()
+        try:
+            process = subprocess.Popen(command, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        except OSError as error:
+            raise RunFailed(f"could not start `{printable}`: {error}") from None
+        # wait4 rather than Popen.wait: it also returns the child's rusage.
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)  # tell Popen the child is reaped
+    if process.returncode != 0:
+        raise RunFailed(
+            f"`{printable}` exited with {process.returncode}"
+            + (f" (in {cwd})" if cwd else "")
+            + f"; last lines of {err_path}:\n{stderr_tail(err_path)}"
+        )
+    # ru_maxrss is in KiB on Linux.
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def measure(command, *, env, log_base, size_bytes, cwd=None):
+    # Flush dirty pages left by the previous step so their writeback is not
+    # charged to this one.  The page cache itself stays warm.
+    os.sync()
+    wall, cpu, rss = run_command(command, env=env, log_base=log_base, cwd=cwd)
+    return Measurement(wall, cpu, rss, size_bytes)
+
+
+def command_output(command, env=None):
+    try:
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+# --- the tools -----------------------------------------------------------------
+
+
+class Tool:
+    """A backup tool's commands for one working directory; subclasses fill them in."""
+
+    name = ""
+    # Archive name used for each backup, for tools that need names.
+    labels = ("gen1", "gen2")
+
+    def __init__(self, work, data_dir):
+        self.work = work
+        self.data_dir = data_dir
+        self.repo = work / f"{self.name}-repo"
+
+    def unavailable_reason(self):
+        """None if the tool can run here, else why not."""
+        if shutil.which(self.name) is None:
+            return f"`{self.name}` not found on PATH (install with: {PEER_INSTALL_HINT})"
+        return None
+
+    def private_dirs(self):
+        """Directories besides the repository that a fresh repetition must not inherit."""
+        return []
+
+    def prepare(self):
+        for directory in [self.repo, *self.private_dirs()]:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def env(self):
+        return dict(os.environ)
+
+    def restore_cwd(self, dest):
+        return None
+
+
+class Coldvault(Tool):
+    name = "coldvault"
+
+    def __init__(self, work, data_dir):
+        super().__init__(work, data_dir)
+        self.state_dir = work / "coldvault-state"
+        self.config = work / "coldvault.toml"
+
+    def unavailable_reason(self):
+        return None  # always benchmarked; a broken install shows up as a failed command
+
+    def version(self):
+        version = command_output(
+            [str(VENV_BIN / "python"), "-c", "import importlib.metadata as m; print(m.version('coldvault'))"]
+        )
+        commit = command_output(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"])
+        return f"coldvault {version or '(not installed)'}" + (f" (git {commit})" if commit else "")
+
+    def private_dirs(self):
+        return [self.state_dir]
+
+    def prepare(self):
+        super().prepare()
+        self.config.write_text(self._config_text())
+
+    def _config_text(self):
+        # A JSON string is also a valid TOML basic string, escapes included.
+        quote = json.dumps
+        return (
+            f"[repository]\nstate_dir = {quote(str(self.state_dir))}\n\n"
+            f'[[targets]]\nname = "bench"\ntype = "local"\npath = {quote(str(self.repo))}\n\n'
+            f'[[sources]]\nname = "bench"\npaths = [{quote(str(self.data_dir))}]\n'
+        )
+
+    def _base(self):
+        script = VENV_BIN / "coldvault"
+        launcher = [str(script)] if script.exists() else [str(VENV_BIN / "python"), "-m", "coldvault"]
+        return launcher + ["--config", str(self.config)]
+
+    def env(self):
+        return {**os.environ, "COLDVAULT_PASSPHRASE": PASSPHRASE}
+
+    def init_command(self):
+        return self._base() + ["init"]
+
+    def backup_command(self, label):
+        return self._base() + ["backup"]
+
+    def restore_command(self, dest):
+        return self._base() + ["restore", "latest", str(dest)]
+
+    def check_command(self):
+        return self._base() + ["check", "--read-data"]
+
+
+class Restic(Tool):
+    name = "restic"
+
+    def __init__(self, work, data_dir):
+        super().__init__(work, data_dir)
+        self.cache_dir = work / "restic-cache"
+
+    def version(self):
+        return (command_output(["restic", "version"]) or "restic (unknown version)").split(" compiled")[0]
+
+    def private_dirs(self):
+        return [self.cache_dir]
+
+    def env(self):
+        return {**os.environ, "RESTIC_PASSWORD": PASSPHRASE, "RESTIC_CACHE_DIR": str(self.cache_dir)}
+
+    def _base(self):
+        return ["restic", "--repo", str(self.repo)]
+
+    def init_command(self):
+        # Format 2 is the one with compression (the default since restic 0.14).
+        return self._base() + ["init", "--repository-version", "2"]
+
+    def backup_command(self, label):
+        # restic finds the previous snapshot of the same paths itself.
+        return self._base() + ["backup", "--compression", "auto", str(self.data_dir)]
+
+    def restore_command(self, dest):
+        return self._base() + ["restore", "latest", "--target", str(dest)]
+
+    def check_command(self):
+        return self._base() + ["check", "--read-data"]
+
+
+class Borg(Tool):
+    name = "borg"
+
+    def __init__(self, work, data_dir):
+        super().__init__(work, data_dir)
+        self.base_dir = work / "borg-base"
+
+    def _version_text(self):
+        return command_output(["borg", "--version"]) or "borg (unknown version)"
+
+    def unavailable_reason(self):
+        reason = super().unavailable_reason()
+        if reason:
+            return reason
+        match = re.search(r"(\d+)\.", self._version_text())
+        if match and int(match.group(1)) >= 2:
+            # Borg 2 is still in beta and renames commands and encryption modes
+            # between betas; only the stable 1.x command line is scripted here.
+            return f"{self._version_text()} found; only borg 1.x is supported (install with: {PEER_INSTALL_HINT})"
+        return None
+
+    def version(self):
+        return self._version_text()
+
+    def private_dirs(self):
+        return [self.base_dir]
+
+    def env(self):
+        return {
+            **os.environ,
+            "BORG_PASSPHRASE": PASSPHRASE,
+            # Keys, security records and the files cache live here, not in ~.
+            "BORG_BASE_DIR": str(self.base_dir),
+            "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
+            "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes",
+        }
+
+    def init_command(self):
+        return ["borg", "init", "--encryption=repokey-blake2", str(self.repo)]
+
+    def backup_command(self, label):
+        return ["borg", "create", "--compression", "zstd,3", f"{self.repo}::{label}", str(self.data_dir)]
+
+    def restore_command(self, dest):
+        return ["borg", "extract", f"{self.repo}::{self.labels[-1]}"]
+
+    def restore_cwd(self, dest):
+        return dest  # borg extract writes into the current directory
+
+    def check_command(self):
+        return ["borg", "check", "--verify-data", str(self.repo)]
+
+
+TOOL_CLASSES = {cls.name: cls for cls in (Coldvault, Restic, Borg)}
+
+
+# --- comparing trees -------------------------------------------------------------
+
+
+def tree_bytes(root):
+    return sum(entry.stat().st_size for entry in Path(root).rglob("*") if entry.is_file())
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as source:
+        while piece := source.read(MIB):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def manifest(root):
+    """{relative path: (size, sha256)} for every regular file under root."""
+    root = Path(root)
+    return {
+        str(path.relative_to(root)): (path.stat().st_size, sha256_of(path))
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def locate_restored_root(dest, source):
+    """Where the source's contents landed under dest.
+
+    restic keeps the absolute path, borg the path without its leading slash,
+    and coldvault may put the contents right in dest or under the source's
+    name.  Prefer the place whose top level matches the source's; failing
+    that, the likeliest one, so that compare_trees reports what differs.
+    """
+    candidates = [
+        candidate
+        for candidate in (dest / source.relative_to(source.anchor), dest / source.name, dest)
+        if candidate.is_dir()
+    ]
+    expected = sorted(os.listdir(source))
+    for candidate in candidates:
+        if sorted(os.listdir(candidate)) == expected:
+            return candidate
+    return candidates[0]
+
+
+def compare_trees(source_manifest, restored_manifest, restored_root):
+    missing = sorted(source_manifest.keys() - restored_manifest.keys())
+    extra = sorted(restored_manifest.keys() - source_manifest.keys())
+    differing = sorted(
+        path
+        for path in source_manifest.keys() & restored_manifest.keys()
+        if source_manifest[path] != restored_manifest[path]
+    )
+    if missing or extra or differing:
+        raise RunFailed(
+            f"RESTORE MISMATCH in {restored_root}: {len(missing)} missing, {len(extra)} extra, "
+            f"{len(differing)} with other size or content; first ones: "
+            f"missing {missing[:5]}, extra {extra[:5]}, differing {differing[:5]}"
+        )
+
+
+# --- one tool's sequence -----------------------------------------------------------
+
+
+def fresh_dir(path):
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+@dataclass
+class ToolRun:
+    """One tool's figures in one repetition; kept even if the sequence stops early."""
+
+    repetition: int
+    tool: str
+    phases: dict = field(default_factory=dict)
+    repo_bytes: int | None = None
+    error: str | None = None
+
+    def record(self, phase, measurement):
+        self.phases[phase] = measurement
+        print(
+            f"  {phase:<8} {measurement.wall_s:8.2f} s {measurement.mb_per_s:8.1f} MB/s "
+            f"{measurement.cpu_s:8.2f} CPU s {measurement.peak_rss_mib:8.1f} MiB peak RSS",
+            flush=True,
+        )
+
+    def as_json(self):
+        return {
+            "repetition": self.repetition,
+            "tool": self.tool,
+            "phases": {phase: asdict(m) | {"mb_per_s": m.mb_per_s} for phase, m in self.phases.items()},
+            "repo_bytes": self.repo_bytes,
+            "error": self.error,
+        }
+
+
+def run_sequence(tool, run, size_mib, logs):
+    """All phases for one tool on freshly generated data, filling in `run`."""
+    data_dir = tool.data_dir
+    shutil.rmtree(data_dir, ignore_errors=True)
+    # Regenerating (not copying) gives every tool the same bytes and fresh inodes.
+    generation1 = gen_tree.generate(data_dir, size_mib, SEED)
+    tool.prepare()
+    env = tool.env()
+
+    def log_base(step):
+        return logs / f"rep{run.repetition}-{tool.name}-{step}"
+
+    run_command(tool.init_command(), env=env, log_base=log_base("init"))
+    run.record("backup1", measure(tool.backup_command(tool.labels[0]), env=env, log_base=log_base("backup1"),
+                                  size_bytes=generation1.bytes))
+    _, _, generation2 = gen_tree.apply_generation2(data_dir, SEED)
+    run.record("backup2", measure(tool.backup_command(tool.labels[1]), env=env, log_base=log_base("backup2"),
+                                  size_bytes=generation2.bytes))
+    run.repo_bytes = tree_bytes(tool.repo)
+
+    dest = fresh_dir(tool.work / "restore")
+    restore = measure(tool.restore_command(dest), env=env, log_base=log_base("restore"), size_bytes=0,
+                      cwd=tool.restore_cwd(dest))
+    restored_root = locate_restored_root(dest, data_dir)
+    restored = manifest(restored_root)
+    compare_trees(manifest(data_dir), restored, restored_root)
+    restore.bytes = sum(size for size, _ in restored.values())  # known only now
+    run.record("restore", restore)
+    shutil.rmtree(dest)
+
+    run.record("check", measure(tool.check_command(), env=env, log_base=log_base("check"), size_bytes=run.repo_bytes))
+
+
+# --- machine description -------------------------------------------------------
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def memory_gib():
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) / (1024 * 1024)
+    except OSError:
+        pass
+    return None
+
+
+def describe_machine(tools):
+    memory = memory_gib()
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu_model(),
+        "memory_gib": round(memory, 1) if memory else None,
+        "python": platform.python_version(),
+        "tools": {tool.name: tool.version() for tool in tools},
+    }
+
+
+# --- summarising and printing ----------------------------------------------------
+
+
+def medians(runs, tool_names):
+    """Median of every figure, per tool and phase, over the runs that have it."""
+    summary = {}
+    for name in tool_names:
+        tool_runs = [run for run in runs if run["tool"] == name]
+        per_phase = {}
+        for phase in PHASES:
+            samples = [run["phases"][phase] for run in tool_runs if phase in run["phases"]]
+            if samples:
+                per_phase[phase] = {
+                    figure: statistics.median(sample[figure] for sample in samples)
+                    for figure in ("wall_s", "mb_per_s", "cpu_s", "peak_rss_mib", "bytes")
+                } | {"samples": len(samples)}
+        repo_sizes = [run["repo_bytes"] for run in tool_runs if run["repo_bytes"] is not None]
+        summary[name] = {"phases": per_phase, "repo_bytes": statistics.median(repo_sizes) if repo_sizes else None}
+    return summary
+
+
+def verdict(passed):
+    """PASS/FAIL, or n/a when a figure is missing (e.g. coldvault failed)."""
+    if passed is None:
+        return "n/a"
+    return "PASS" if passed else "FAIL"
+
+
+def at_least(ratio, goal):
+    return None if ratio is None else ratio >= goal
+
+
+def at_most(ratio, goal):
+    return None if ratio is None else ratio <= goal
+
+
+def ratio_text(ratio):
+    return f"{ratio:.2f}x" if ratio is not None else "n/a"
+
+
+def throughput_ratio(summary, phase, peer):
+    ours = summary.get("coldvault", {}).get("phases", {}).get(phase)
+    theirs = summary[peer]["phases"].get(phase)
+    if not ours or not theirs or not theirs["mb_per_s"]:
+        return None
+    return ours["mb_per_s"] / theirs["mb_per_s"]
+
+
+def phase_row_target(summary, phase, name, ratio):
+    if name == "coldvault":
+        figures = summary[name]["phases"].get(phase)
+        if not figures:
+            return ""
+        within = figures["peak_rss_mib"] * MIB <= COLDVAULT_RSS_LIMIT_BYTES
+        return f"peak RSS <= 300 MB (286 MiB): {verdict(within)}"
+    goal = THROUGHPUT_TARGETS_VS_RESTIC.get(phase)
+    if name != "restic" or goal is None:
+        return ""
+    return f">= {goal:.2f}x: {verdict(at_least(ratio, goal))}"
+
+
+def print_phase_table(summary, phase):
+    print(f"\n== {PHASES[phase]} ==")
+    print(f"{'tool':<10} {'wall s':>9} {'MB/s':>9} {'CPU s':>9} {'peak RSS MiB':>13} {'coldvault/peer':>15}  target")
+    for name, tool_summary in summary.items():
+        figures = tool_summary["phases"].get(phase)
+        if not figures:
+            print(f"{name:<10} {'(no result)':>9}")
+            continue
+        ratio = None if name == "coldvault" else throughput_ratio(summary, phase, name)
+        ratio_cell = "-" if name == "coldvault" else ratio_text(ratio)
+        print(
+            f"{name:<10} {figures['wall_s']:>9.2f} {figures['mb_per_s']:>9.1f} {figures['cpu_s']:>9.2f} "
+            f"{figures['peak_rss_mib']:>13.1f} {ratio_cell:>15}  {phase_row_target(summary, phase, name, ratio)}"
+        )
+
+
+def print_repo_size_table(summary):
+    print("\n== repository size on disk after both backups (lower is better) ==")
+    print(f"{'tool':<10} {'MiB':>9} {'coldvault/peer':>15}  target")
+    ours = summary.get("coldvault", {}).get("repo_bytes")
+    for name, tool_summary in summary.items():
+        size = tool_summary["repo_bytes"]
+        if size is None:
+            print(f"{name:<10} {'(no result)':>9}")
+            continue
+        ratio = ours / size if ours is not None and name != "coldvault" else None
+        ratio_cell = "-" if name == "coldvault" else ratio_text(ratio)
+        target = ""
+        if name == "restic":
+            target = f"<= {REPO_SIZE_TARGET_VS_RESTIC:.2f}x: {verdict(at_most(ratio, REPO_SIZE_TARGET_VS_RESTIC))}"
+        print(f"{name:<10} {size / MIB:>9.1f} {ratio_cell:>15}  {target}")
+
+
+def print_header(machine, size_mib, repeat):
+    memory = f"{machine['memory_gib']} GiB RAM" if machine["memory_gib"] else "unknown RAM"
+    print(f"machine: nproc {machine['nproc']}, {machine['cpu']}, {memory}, Python {machine['python']}")
+    print("tools: " + ", ".join(machine["tools"].values()))
+    print(
+        f"data: generation 1 of {size_mib} MiB (seed {SEED}), then generation 2 (~5% changed); "
+        f"median of {repeat} repetition(s); warm page cache (caches are not dropped); "
+        "MB/s counts 10^6 bytes of source (backup), restored files (restore) or repository (check)"
+    )
+
+
+# --- main ----------------------------------------------------------------------------
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=1024, help="generation-1 data size (default 1024)")
+    parser.add_argument("--work", type=Path, default=BENCH_DIR / "out", help="working directory (default bench/out)")
+    parser.add_argument("--repeat", type=int, default=1, help="repetitions; medians are reported (default 1)")
+    parser.add_argument("--tools", default=",".join(ALL_TOOLS), help="comma-separated subset of " + ",".join(ALL_TOOLS))
+    args = parser.parse_args(argv)
+    args.tools = [name.strip() for name in args.tools.split(",") if name.strip()]
+    unknown = sorted(set(args.tools) - set(ALL_TOOLS))
+    if unknown or not args.tools:
+        parser.error(f"--tools takes names from {','.join(ALL_TOOLS)}; got {args.tools}")
+    if args.repeat < 1 or args.size_mib < 1:
+        parser.error("--repeat and --size-mib must be at least 1")
+    return args
+
+
+def available_tools(names, work, data_dir):
+    tools = []
+    for name in names:
+        tool = TOOL_CLASSES[name](work, data_dir)
+        reason = tool.unavailable_reason()
+        if reason:
+            print(f"skipping {name}: {reason}")
+        else:
+            tools.append(tool)
+    return tools
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    work = args.work.resolve()
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    tools = available_tools(args.tools, work, work / "data")
+    if not tools:
+        print("no tool to benchmark")
+        return 1
+    machine = describe_machine(tools)
+    print_header(machine, args.size_mib, args.repeat)
+
+    runs, failures = [], []
+    # Interleave tools within each repetition so slow drifts of the machine
+    # (other load, thermal state) spread over all tools alike.
+    for rep in range(1, args.repeat + 1):
+        for tool in tools:
+            print(f"\n[repetition {rep}/{args.repeat}] {tool.name} (logs in {logs})", flush=True)
+            run = ToolRun(rep, tool.name)
+            try:
+                run_sequence(tool, run, args.size_mib, logs)
+            except RunFailed as failure:
+                run.error = str(failure)
+                failures.append(f"repetition {rep}, {tool.name}: {run.error}")
+                print(f"\n!!! {tool.name} FAILED (repetition {rep}):\n{run.error}\n", file=sys.stderr, flush=True)
+            runs.append(run.as_json())
+
+    summary = medians(runs, [tool.name for tool in tools])
+    for phase in PHASES:
+        print_phase_table(summary, phase)
+    print_repo_size_table(summary)
+
+    results_path = work / "results.json"
+    results_path.write_text(json.dumps({
+        "machine": machine,
+        "settings": {"size_mib": args.size_mib, "repeat": args.repeat, "seed": SEED, "warm_cache": True},
+        "medians": summary,
+        "runs": runs,
+    }, indent=2) + "\n")
+    print(f"\nresults written to {results_path}")
+
+    if failures:
+        print(f"\n{len(failures)} run(s) FAILED:", file=sys.stderr)
+        for failure in failures:
+            print(f"  - {failure.splitlines()[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+from coldvault.cli import main
+
+raise SystemExit(main())

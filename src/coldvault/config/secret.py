@@ -1,0 +1,58 @@
+"""A value that must never reach a log, a report, an exception or a repr."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from coldvault.errors import ConfigError
+
+
+class Secret:
+    """Holds secret bytes; prints as ``***`` everywhere and refuses to be pickled."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def reveal(self) -> bytes:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> object:
+        raise TypeError("a Secret cannot be pickled")
+
+
+def read_secret_file(path: Path, *, what: str) -> Secret:
+    """Read a secret from a file (a systemd credential, typically), without its trailing newline."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{what} file {path} does not exist; create it or fix the path in the config") from None
+    except PermissionError:
+        raise ConfigError(f"{what} file {path} is not readable by this user; fix its owner or mode") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} file {path} is a directory; point the config at the file inside it") from None
+    value = data.rstrip(b"\r\n")
+    if not value:
+        raise ConfigError(f"{what} file {path} is empty; write the secret into it")
+    return Secret(value)
+
+
+def write_secret_file(path: Path, data: bytes) -> None:
+    """Create a new secret file readable by its owner only (mode 0600); never overwrite one."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)

@@ -1,0 +1,321 @@
+"""Back up a source: read, chunk and store in parallel, write the listing, then commit.
+
+Commit order (the crash-safety argument): data packs → listing packs → index →
+snapshot manifest.  A crash before the manifest leaves only unreferenced
+objects, which a later prune collects; a visible snapshot always has every
+object it names.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import stat
+import subprocess
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Iterator
+
+from coldvault import __version__
+from coldvault.config.model import Source
+from coldvault.errors import SourceError
+from coldvault.engine.progress import Progress
+from coldvault.engine.walk import Entry, Excludes, Warn, walk
+from coldvault.engine.pipeline import OrderedPipeline
+from coldvault.repo.blob import BlobKind
+from coldvault.repo.chunker import cut_buffer, cut_stream
+from coldvault.repo.manifest import STREAM, TREE, Snapshot
+from coldvault.repo.repository import Repository
+from coldvault.repo.tree import BLOCKDEV, CHARDEV, DIR, FIFO, FILE, SOCKET, SYMLINK, Node, encode_node
+from coldvault.repo.writer import BlobWriter
+
+_IN_FLIGHT_BYTES = 96 << 20
+_STDERR_TAIL_LINES = 5
+
+
+@dataclass(frozen=True)
+class BackupOptions:
+    workers: int
+    compression_level: int
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    snapshot: Snapshot
+
+
+class _Listing:
+    """Cuts the stream of listing lines with the chunker and stores the pieces as TREE blobs."""
+
+    def __init__(self, writer: BlobWriter, repo: Repository) -> None:
+        self._writer = writer
+        self._chunker = repo.format.chunker.new()
+        self._flush_at = 2 * repo.format.chunker.max_size
+        self._buffer = bytearray()
+        self.ids: list[bytes] = []
+
+    def add(self, node: Node) -> None:
+        self._buffer += encode_node(node)
+        if len(self._buffer) >= self._flush_at:
+            self._cut(final=False)
+
+    def finish(self) -> tuple[bytes, ...]:
+        self._cut(final=True)
+        return tuple(self.ids)
+
+    def _cut(self, *, final: bool) -> None:
+        data = bytes(self._buffer)
+        chunks = list(cut_buffer(self._chunker, data))
+        # The last piece may have been cut short by the end of the buffer, not by content; keep it.
+        keep = 0 if final or not chunks else len(chunks[-1])
+        for chunk in chunks[: len(chunks) - (1 if keep else 0)]:
+            self.ids.append(self._writer.store(BlobKind.TREE, chunk))
+        self._buffer = bytearray(data[len(data) - keep :])
+
+
+# What a pipeline result means when its turn comes: a chunk id of a file being read, the end of
+# an entry (add it to the listing), or a hard link whose content is its leader's.
+_CHUNK, _END, _COPY = "chunk", "end", "copy"
+
+
+class _Run:
+    """State of one backup run: the writer, the thread pool and the ordered pipeline into the listing."""
+
+    def __init__(self, repo: Repository, options: BackupOptions, progress: Progress) -> None:
+        self.repo = repo
+        self.progress = progress
+        self.warnings: list[str] = []
+        self.started = time.monotonic()
+        self.writer = BlobWriter(repo, compression_level=options.compression_level)
+        self.pool = ThreadPoolExecutor(options.workers, thread_name_prefix="coldvault-chunk")
+        self.pipeline: OrderedPipeline[tuple[str, Node]] = OrderedPipeline(
+            self.pool, self._consume, max_bytes=_IN_FLIGHT_BYTES, max_items=4096
+        )
+        self.listing = _Listing(self.writer, repo)
+        self.stats = {"files": 0, "dirs": 0, "other": 0, "bytes": 0, "reused_files": 0}
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.progress.warn(message)
+
+    def add(self, node: Node) -> None:
+        """Queue an entry for the listing; it goes in after every chunk submitted before it."""
+        self.pipeline.put(None, (_END, node))
+
+    def add_link(self, node: Node, leader: Node) -> None:
+        self.pipeline.put(leader, (_COPY, node))
+
+    def chunk_stream(self, node: Node, pieces: Iterator[bytes | memoryview]) -> int:
+        """Submit chunks for hashing, sealing and packing; their ids land in ``node.chunks`` in order."""
+        size = 0
+        for piece in pieces:
+            self.pipeline.submit(self.writer.store, BlobKind.DATA, piece, weight=len(piece), tag=(_CHUNK, node))
+            size += len(piece)
+            self.progress.advance(len(piece))
+        return size
+
+    def chunk_file(self, node: Node, fd: int) -> int:
+        chunker = self.repo.format.chunker.new()
+        with open(fd, "rb", buffering=0, closefd=False) as f:
+            # Small files in one read (one syscall, no stream buffer); large ones streamed, so memory stays flat.
+            if os.fstat(fd).st_size <= self.repo.format.chunker.max_size:
+                return self.chunk_stream(node, cut_buffer(chunker, f.read()))
+            return self.chunk_stream(node, cut_stream(chunker, f))
+
+    def _consume(self, result: object, tag: tuple[str, Node]) -> None:
+        action, node = tag
+        if action == _CHUNK:
+            node.chunks.append(result)  # type: ignore[arg-type]
+            return
+        if action == _COPY:
+            leader: Node = result  # type: ignore[assignment]
+            node.chunks, node.size = leader.chunks, leader.size
+        self.listing.add(node)
+        if node.type == FILE:
+            self.progress.advance(0, files=1)
+
+    def commit(self, snapshot: Snapshot) -> Snapshot:
+        self.pipeline.drain()
+        listing = self.listing.finish()
+        self.repo.write_index(self.writer.flush())
+        summary = dict(
+            self.stats,
+            new_chunks=self.writer.new_chunks,
+            new_bytes=self.writer.new_bytes,
+            stored_bytes=self.writer.stored_bytes,
+            duration_ms=int((time.monotonic() - self.started) * 1000),
+        )
+        final = replace(snapshot, listing=listing, summary=summary, warnings=tuple(self.warnings))
+        return replace(final, id=self.repo.commit_snapshot(final))
+
+    def close(self) -> None:
+        self.pipeline.cancel()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.writer.close()
+
+
+def backup(repo: Repository, source: Source, options: BackupOptions, progress: Progress) -> BackupResult:
+    run = _Run(repo, options, progress)
+    try:
+        progress.start(f"backup {source.name}")
+        base = Snapshot(
+            source=source.name,
+            kind=STREAM if source.is_stream else TREE,
+            time=repo.clock(),
+            host=socket.gethostname(),
+            username=getpass.getuser(),
+            tool_version=__version__,
+            paths=tuple(str(p) for p in source.paths or ()),
+            program=os.path.basename(source.command[0]) if source.command else None,
+            listing=(),
+            parent=None,
+        )
+        if source.is_stream:
+            _read_command(run, source)
+            snapshot = run.commit(base)
+        else:
+            parent = _parent_snapshot(repo, source)
+            _read_tree(run, source, parent)
+            snapshot = run.commit(replace(base, parent=parent.id if parent else None))
+        progress.finish()
+        return BackupResult(snapshot)
+    finally:
+        run.close()
+
+
+def _parent_snapshot(repo: Repository, source: Source) -> Snapshot | None:
+    """The latest snapshot of this source from this host: its listing tells which files are unchanged."""
+    host = socket.gethostname()
+    paths = tuple(str(p) for p in source.paths or ())
+    candidates = [s for s in repo.snapshots() if s.source == source.name and s.host == host and s.paths == paths]
+    return candidates[-1] if candidates else None
+
+
+def _read_tree(run: _Run, source: Source, parent: Snapshot | None) -> None:
+    previous = {n.path: n for n in run.repo.listing(parent) if n.type == FILE} if parent else {}
+    index = run.repo.index
+    leaders: dict[tuple[int, int], Node] = {}
+    excludes = Excludes(source.exclude)
+    for entry in walk([os.fsencode(p) for p in source.paths or ()], excludes, source.one_file_system, run.warn):
+        node = _node(entry, run.warn)
+        if node is None:
+            continue
+        if node.type != FILE:
+            run.stats["dirs" if node.type == DIR else "other"] += 1
+            run.add(node)
+            continue
+        st = entry.stat
+        if st.st_nlink > 1:
+            leader = leaders.get((st.st_dev, st.st_ino))
+            if leader is not None:
+                node.link_group = leader.link_group
+                run.stats["files"] += 1
+                run.add_link(node, leader)
+                continue
+            node.link_group = len(leaders)
+        before = previous.get(node.path)
+        if before is not None and _unchanged(before, st) and all(c in index for c in before.chunks):
+            node.chunks, node.size = before.chunks, before.size
+            run.stats["reused_files"] += 1
+            run.progress.advance(node.size)
+        else:
+            try:
+                node.size = _read_file(run, node, entry)
+            except OSError as exc:
+                run.warn(f"cannot read {os.fsdecode(entry.absolute)}: {exc.strerror or exc}; skipped")
+                continue
+        if node.link_group is not None:
+            leaders[(st.st_dev, st.st_ino)] = node
+        run.stats["files"] += 1
+        run.stats["bytes"] += node.size
+        run.add(node)
+
+
+def _read_file(run: _Run, node: Node, entry: Entry) -> int:
+    # O_NONBLOCK: if the file was swapped for a FIFO since lstat, open must not hang.
+    fd = os.open(entry.absolute, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(0, "no longer a regular file")
+        return run.chunk_file(node, fd)
+    finally:
+        os.close(fd)
+
+
+def _unchanged(before: Node, st: os.stat_result) -> bool:
+    return (
+        before.size == st.st_size
+        and before.mtime_ns == st.st_mtime_ns
+        and before.ctime_ns == st.st_ctime_ns
+        and before.inode == st.st_ino
+    )
+
+
+def _node(entry: Entry, warn: Warn) -> Node | None:
+    st = entry.stat
+    node = Node(
+        path=entry.relative,
+        type=FILE,
+        mode=stat.S_IMODE(st.st_mode),
+        uid=st.st_uid,
+        gid=st.st_gid,
+        mtime_ns=st.st_mtime_ns,
+    )
+    kind = stat.S_IFMT(st.st_mode)
+    if kind == stat.S_IFREG:
+        node.size, node.ctime_ns, node.inode = st.st_size, st.st_ctime_ns, st.st_ino
+    elif kind == stat.S_IFDIR:
+        node.type = DIR
+    elif kind == stat.S_IFLNK:
+        node.type = SYMLINK
+        try:
+            node.target = os.readlink(entry.absolute)
+        except OSError as exc:
+            warn(f"cannot read symlink {os.fsdecode(entry.absolute)}: {exc.strerror}; skipped")
+            return None
+    elif kind in (stat.S_IFCHR, stat.S_IFBLK):
+        node.type, node.rdev = (CHARDEV if kind == stat.S_IFCHR else BLOCKDEV), st.st_rdev
+    elif kind == stat.S_IFIFO:
+        node.type = FIFO
+    elif kind == stat.S_IFSOCK:
+        node.type = SOCKET
+    else:
+        warn(f"{os.fsdecode(entry.absolute)} has an unknown file type; skipped")
+        return None
+    return node
+
+
+def _read_command(run: _Run, source: Source) -> None:
+    """Stream a command's stdout into the chunker; no temporary file, no snapshot if it fails."""
+    assert source.command is not None
+    program = source.command[0]
+    try:
+        proc = subprocess.Popen(source.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise SourceError(f"source {source.name!r}: cannot run {program!r}: {exc.strerror}; check 'command'") from None
+    assert proc.stdout is not None and proc.stderr is not None
+    tail: deque[bytes] = deque(maxlen=_STDERR_TAIL_LINES)
+    reader = threading.Thread(target=lambda: tail.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    now_ns = int(run.repo.clock().timestamp() * 1e9)
+    node = Node(path=os.fsencode(source.stream_filename), type=FILE, mode=0o600, uid=os.getuid(), gid=os.getgid(), mtime_ns=now_ns)
+    try:
+        node.size = run.chunk_stream(node, cut_stream(run.repo.format.chunker.new(), proc.stdout))
+    except BaseException:
+        proc.kill()  # it would block forever on a full pipe nobody reads
+        raise
+    finally:
+        returncode = proc.wait()
+        reader.join()
+    if returncode != 0:
+        stderr = " | ".join(line.decode("utf-8", "replace").strip() for line in tail if line.strip())
+        raise SourceError(
+            f"source {source.name!r}: {program!r} exited with status {returncode}; no snapshot was committed"
+            + (f"; stderr: {stderr}" if stderr else "")
+        )
+    run.stats.update(files=1, bytes=node.size)
+    run.add(node)

@@ -1,0 +1,72 @@
+"""Run tasks in a thread pool and consume their results in submission order on the caller's thread.
+
+Memory stays bounded: the weight (bytes) of tasks submitted but not yet
+consumed is at most ``max_bytes`` and their number at most ``max_items``; a
+submitter over the bound consumes the oldest results first.  Consuming on the
+caller's thread keeps the consumer single-threaded (the listing, file
+descriptors) while hashing, sealing and I/O run in parallel.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Executor, Future
+from typing import Callable, Generic, TypeVar
+
+Tag = TypeVar("Tag")
+
+
+class OrderedPipeline(Generic[Tag]):
+    def __init__(
+        self,
+        executor: Executor,
+        consume: Callable[[object, Tag], None],
+        *,
+        max_bytes: int,
+        max_items: int,
+    ) -> None:
+        self._executor = executor
+        self._consume = consume
+        self._max_bytes = max_bytes
+        self._max_items = max_items
+        self._queue: deque[tuple[Future[object], int, Tag]] = deque()
+        self._bytes = 0
+
+    def submit(self, fn: Callable[..., object], *args: object, weight: int, tag: Tag) -> None:
+        while self._queue and (self._bytes + weight > self._max_bytes or len(self._queue) >= self._max_items):
+            self._consume_head()
+        self._queue.append((self._executor.submit(fn, *args), weight, tag))
+        self._bytes += weight
+
+    def put(self, value: object, tag: Tag) -> None:
+        """Queue a result that is already known, so it is consumed in its turn."""
+        future: Future[object] = Future()
+        future.set_result(value)
+        while self._queue and len(self._queue) >= self._max_items:
+            self._consume_head()
+        self._queue.append((future, 0, tag))
+        self.poll()
+
+    def poll(self) -> None:
+        """Consume every result at the head that is ready, without waiting."""
+        while self._queue and self._queue[0][0].done():
+            self._consume_head()
+
+    def drain(self) -> None:
+        while self._queue:
+            self._consume_head()
+
+    def cancel(self) -> list[Tag]:
+        """Drop everything queued (after a failure); returns the tags so their resources can be released."""
+        tags = []
+        while self._queue:
+            future, _, tag = self._queue.popleft()
+            future.cancel()
+            tags.append(tag)
+        self._bytes = 0
+        return tags
+
+    def _consume_head(self) -> None:
+        future, weight, tag = self._queue.popleft()
+        self._bytes -= weight
+        self._consume(future.result(), tag)

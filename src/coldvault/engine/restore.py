@@ -1,0 +1,304 @@
+"""Restore a snapshot into a directory, or a stream snapshot to a byte stream.
+
+Safety: the listing is untrusted.  Paths are checked when decoded (no '..',
+no absolute paths), and every entry is created relative to a directory file
+descriptor reached from the destination with O_NOFOLLOW at each step, so a
+symlink in the listing (or planted in the destination) can never redirect a
+write outside it.  Chunks are verified by their keyed hash before a byte is
+written.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator
+
+from coldvault.errors import IntegrityError, UsageError
+from coldvault.engine.progress import Progress
+from coldvault.engine.pipeline import OrderedPipeline
+from coldvault.repo.blob import BlobKind
+from coldvault.repo.manifest import STREAM, Snapshot
+from coldvault.repo.repository import Repository
+from coldvault.repo.tree import BLOCKDEV, CHARDEV, DIR, FIFO, FILE, SOCKET, SYMLINK, Node, check_relative_path
+
+_IN_FLIGHT_BYTES = 96 << 20
+_MAX_OPEN_FILES = 256  # every queued file holds a descriptor; stay far below the usual limit of 1024
+_AS_ROOT = os.geteuid() == 0
+
+
+@dataclass
+class RestoreResult:
+    files: int = 0
+    bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def select_nodes(nodes: Iterable[Node], path: str | None) -> Iterator[Node]:
+    """The entries at and below ``path`` (and the directories above it), or all of them."""
+    if not path:
+        yield from nodes
+        return
+    wanted = check_relative_path(os.fsencode(path.strip("/")), "restore path")
+    prefix = wanted + b"/"
+    found = False
+    for node in nodes:
+        if node.path == wanted or node.path.startswith(prefix):
+            found = True
+            yield node
+        elif wanted.startswith(node.path + b"/") and node.type == DIR:
+            yield node
+    if not found:
+        raise UsageError(f"{path!r} is not in this snapshot; see 'coldvault ls SNAPSHOT'")
+
+
+class _Destination:
+    """Creates entries below a root directory without ever following a symlink on the way."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self._root = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        self._cached: tuple[bytes, int] | None = None
+
+    def close(self) -> None:
+        self._drop_cache()
+        os.close(self._root)
+
+    def parent(self, path: bytes) -> tuple[int, bytes]:
+        """A descriptor of the directory holding ``path`` (owned by this object), and the final name."""
+        folder, _, name = path.rpartition(b"/")
+        if self._cached is None or self._cached[0] != folder:
+            fd = self.open_dir(folder)
+            self._drop_cache()
+            self._cached = (folder, fd)
+        return self._cached[1], name
+
+    def open_dir(self, folder: bytes) -> int:
+        """A new descriptor for ``folder`` below the root, creating missing directories (caller closes it)."""
+        fd = os.dup(self._root)
+        for part in folder.split(b"/") if folder else []:
+            try:
+                next_fd = _open_dir_nofollow(part, fd)
+            except FileNotFoundError:
+                os.mkdir(part, 0o700, dir_fd=fd)
+                next_fd = _open_dir_nofollow(part, fd)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise IntegrityError(
+                        f"refusing to restore below {os.fsdecode(folder)!r}: {os.fsdecode(part)!r} is not a directory"
+                        " (a symlink in the snapshot or the destination would lead outside it)"
+                    ) from None
+                raise
+            os.close(fd)
+            fd = next_fd
+        return fd
+
+    def _drop_cache(self) -> None:
+        if self._cached is not None:
+            os.close(self._cached[1])
+            self._cached = None
+
+
+def _open_dir_nofollow(name: bytes, dir_fd: int) -> int:
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+
+
+def _clear(name: bytes, dir_fd: int) -> None:
+    """Remove a non-directory in the way; unlink never follows a symlink."""
+    try:
+        st = os.lstat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise IntegrityError(f"cannot restore over the existing directory {os.fsdecode(name)!r}; restore into an empty directory")
+    os.unlink(name, dir_fd=dir_fd)
+
+
+@dataclass(eq=False)
+class _OpenFile:
+    node: Node
+    fd: int
+    offset: int = 0
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@dataclass(frozen=True)
+class _Task:
+    file: _OpenFile
+    last: bool = False  # the end marker: every chunk is written, finish the file
+
+
+class _Restorer:
+    def __init__(self, repo: Repository, dest: Path, workers: int, progress: Progress) -> None:
+        self.repo = repo
+        self.progress = progress
+        self.dest = _Destination(dest)
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="coldvault-restore")
+        self.pipeline: OrderedPipeline[_OpenFile] = OrderedPipeline(
+            self.pool, self._consume, max_bytes=_IN_FLIGHT_BYTES, max_items=_MAX_OPEN_FILES
+        )
+        self.dirs: list[Node] = []
+        self.links: dict[int, bytes] = {}
+        self.result = RestoreResult()
+        self.zeros = bytes(repo.format.chunker.max_size)
+
+    def warn(self, message: str) -> None:
+        self.result.warnings.append(message)
+        self.progress.warn(message)
+
+    def run(self, nodes: Iterable[Node]) -> RestoreResult:
+        try:
+            for node in nodes:
+                self._restore(node)
+            self.pipeline.drain()
+            for node in reversed(self.dirs):  # children first: writing into a directory changes its mtime
+                fd = self.dest.open_dir(node.path)
+                try:
+                    _apply_metadata(node, fd)
+                finally:
+                    os.close(fd)
+        finally:
+            for open_file in {id(t.file): t.file for t in self.pipeline.cancel()}.values():
+                open_file.close()
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.dest.close()
+        return self.result
+
+    def _restore(self, node: Node) -> None:
+        parent, name = self.dest.parent(node.path)
+        if node.type == DIR:
+            try:
+                os.mkdir(name, 0o700, dir_fd=parent)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(name, dir_fd=parent).st_mode):
+                    _clear(name, parent)
+                    os.mkdir(name, 0o700, dir_fd=parent)
+            self.dirs.append(node)
+            return
+        _clear(name, parent)
+        if node.type == FILE:
+            self._restore_file(node, parent, name)
+        elif node.type == SYMLINK:
+            os.symlink(node.target or b"", name, dir_fd=parent)
+            if _AS_ROOT:
+                os.chown(name, node.uid, node.gid, dir_fd=parent, follow_symlinks=False)
+            os.utime(name, ns=(node.mtime_ns, node.mtime_ns), dir_fd=parent, follow_symlinks=False)
+        elif node.type == FIFO:
+            os.mkfifo(name, node.mode, dir_fd=parent)
+            self._apply_metadata_at(node, parent, name)
+        elif node.type in (CHARDEV, BLOCKDEV):
+            if not _AS_ROOT:
+                self.warn(f"{os.fsdecode(node.path)}: device files restore only as root; skipped")
+                return
+            kind = stat.S_IFCHR if node.type == CHARDEV else stat.S_IFBLK
+            os.mknod(name, node.mode | kind, node.rdev, dir_fd=parent)
+            self._apply_metadata_at(node, parent, name)
+        elif node.type == SOCKET:
+            self.warn(f"{os.fsdecode(node.path)}: sockets cannot be restored; skipped")
+
+    def _restore_file(self, node: Node, parent: int, name: bytes) -> None:
+        if node.link_group is not None and node.link_group in self.links:
+            leader = self.links[node.link_group]
+            leader_dir = self.dest.open_dir(leader.rpartition(b"/")[0])
+            try:
+                os.link(leader.rpartition(b"/")[2], name, src_dir_fd=leader_dir, dst_dir_fd=parent, follow_symlinks=False)
+                return
+            except OSError as exc:
+                self.warn(f"{os.fsdecode(node.path)}: hard link failed ({exc.strerror}); restored as a copy")
+            finally:
+                os.close(leader_dir)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
+        if node.link_group is not None:
+            self.links[node.link_group] = node.path
+        open_file = _OpenFile(node, fd)
+        for chunk_id in node.chunks:
+            location = self.repo.index.lookup(chunk_id)
+            weight = location.raw_length if location else 0
+            self.pipeline.submit(self.repo.read_blob, BlobKind.DATA, chunk_id, weight=weight, tag=_Task(open_file))
+        self.pipeline.put(None, _Task(open_file, last=True))
+
+    def _consume(self, data: object, task: _Task) -> None:
+        f = task.file
+        if not task.last:
+            assert isinstance(data, bytes)
+            # An all-zero chunk becomes a hole: sparse files stay sparse, and cost no writes.
+            if len(data) > len(self.zeros) or data != self.zeros[: len(data)]:
+                _pwrite_all(f.fd, data, f.offset)
+            f.offset += len(data)
+            self.progress.advance(len(data))
+            return
+        try:
+            if f.offset != f.node.size:
+                raise IntegrityError(
+                    f"{os.fsdecode(f.node.path)}: chunks add up to {f.offset} bytes, the listing says {f.node.size}"
+                )
+            os.ftruncate(f.fd, f.offset)
+            _apply_metadata(f.node, f.fd)
+        finally:
+            f.close()
+        self.result.files += 1
+        self.result.bytes += f.offset
+        self.progress.advance(0, files=1)
+
+    def _apply_metadata_at(self, node: Node, parent: int, name: bytes) -> None:
+        if _AS_ROOT:
+            os.chown(name, node.uid, node.gid, dir_fd=parent, follow_symlinks=False)
+        os.chmod(name, node.mode, dir_fd=parent)
+        os.utime(name, ns=(node.mtime_ns, node.mtime_ns), dir_fd=parent)
+
+
+def _apply_metadata(node: Node, fd: int) -> None:
+    if _AS_ROOT:
+        os.fchown(fd, node.uid, node.gid)
+    os.fchmod(fd, node.mode)
+    os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def restore(
+    repo: Repository, snapshot: Snapshot, dest: Path, *, path: str | None, workers: int, progress: Progress
+) -> RestoreResult:
+    progress.start(f"restore {snapshot.id[:8]}", snapshot.summary.get("bytes"))
+    result = _Restorer(repo, dest, workers, progress).run(select_nodes(repo.listing(snapshot), path))
+    progress.finish()
+    return result
+
+
+def restore_to_stream(repo: Repository, snapshot: Snapshot, out: BinaryIO, *, workers: int) -> int:
+    """Write a stream snapshot's bytes to ``out`` (for --stdout); returns the byte count."""
+    files = [n for n in repo.listing(snapshot) if n.type == FILE]
+    if snapshot.kind != STREAM or len(files) != 1:
+        raise UsageError(f"snapshot {snapshot.id[:8]} is not a stream snapshot; --stdout needs one")
+    written = 0
+
+    def consume(data: object, _: None) -> None:
+        nonlocal written
+        assert isinstance(data, bytes)
+        out.write(data)
+        written += len(data)
+
+    with ThreadPoolExecutor(workers) as pool:
+        pipeline: OrderedPipeline[None] = OrderedPipeline(pool, consume, max_bytes=_IN_FLIGHT_BYTES, max_items=1024)
+        for chunk_id in files[0].chunks:
+            location = repo.index.lookup(chunk_id)
+            pipeline.submit(repo.read_blob, BlobKind.DATA, chunk_id, weight=location.raw_length if location else 0, tag=None)
+        pipeline.drain()
+    out.flush()
+    if written != files[0].size:
+        raise IntegrityError(f"stream restored {written} bytes, the listing says {files[0].size}")
+    return written

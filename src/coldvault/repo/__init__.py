@@ -1,0 +1,1 @@
+"""The repository format: chunking, keys and sealing, packs, index, listings and manifests."""

@@ -1,0 +1,38 @@
+"""Standalone encrypted objects (config body, indexes, snapshot manifests).
+
+    object := magic "CVLT" || version u8 (=1) || type u8 || seal(K_meta, body, aad = the first 6 bytes)
+
+The header is authenticated, so an index cannot be passed off as a snapshot.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from coldvault.errors import IntegrityError
+from coldvault.repo.crypto import seal, unseal
+
+MAGIC = b"CVLT"
+VERSION = 1
+
+
+class EnvelopeType(IntEnum):
+    CONFIG = 1
+    INDEX = 2
+    SNAPSHOT = 3
+
+
+def wrap(key: bytes, kind: EnvelopeType, body: bytes) -> bytes:
+    header = MAGIC + bytes((VERSION, kind))
+    return header + seal(key, body, header)
+
+
+def unwrap(key: bytes, kind: EnvelopeType, data: bytes, *, what: str) -> bytes:
+    header = data[:6]
+    if header[:4] != MAGIC:
+        raise IntegrityError(f"{what} is not a coldvault object")
+    if header[4] != VERSION:
+        raise IntegrityError(f"{what} has format version {header[4]}; this coldvault reads version {VERSION}")
+    if header[5] != kind:
+        raise IntegrityError(f"{what} is not a {kind.name.lower()} object")
+    return unseal(key, memoryview(data)[6:], header, what=what)

@@ -1,0 +1,102 @@
+"""The index: where each chunk lives (pack, offset, length).
+
+Stored as encrypted index objects, each describing a set of packs:
+
+    body := n_packs u32 || n_packs × pack_record
+    pack_record := pack name [32] || kind u8 || pack length u32 || n u32 || n × (chunk id [32] || offset u32 || length u32 || raw_length u32)
+
+The in-memory Index is the union of every index object; it can always be
+rebuilt from the packs' own headers.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from coldvault.errors import IntegrityError
+from coldvault.repo.blob import BlobKind
+from coldvault.repo.pack import PackEntry
+
+_PACK = struct.Struct("<32sBII")
+_ENTRY = struct.Struct("<32sIII")
+_COUNT = struct.Struct("<I")
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    pack: str  # hex name of the pack object
+    kind: BlobKind
+    offset: int
+    length: int
+    raw_length: int
+
+
+@dataclass(frozen=True)
+class PackRecord:
+    name: str
+    kind: BlobKind
+    length: int
+    entries: tuple[PackEntry, ...]
+
+
+def encode_index(packs: Iterable[PackRecord]) -> bytes:
+    packs = list(packs)
+    out = bytearray(_COUNT.pack(len(packs)))
+    for pack in packs:
+        out += _PACK.pack(bytes.fromhex(pack.name), pack.kind, pack.length, len(pack.entries))
+        for e in pack.entries:
+            out += _ENTRY.pack(e.chunk_id, e.offset, e.length, e.raw_length)
+    return bytes(out)
+
+
+def decode_index(body: bytes, *, what: str) -> list[PackRecord]:
+    try:
+        (n_packs,) = _COUNT.unpack_from(body, 0)
+        position = _COUNT.size
+        packs = []
+        for _ in range(n_packs):
+            name, kind, length, n = _PACK.unpack_from(body, position)
+            position += _PACK.size
+            entries = []
+            for _ in range(n):
+                chunk_id, offset, blob_length, raw_length = _ENTRY.unpack_from(body, position)
+                position += _ENTRY.size
+                if offset + blob_length > length:
+                    raise IntegrityError(f"{what} places a chunk outside its pack")
+                entries.append(PackEntry(BlobKind(kind), chunk_id, offset, blob_length, raw_length))
+            packs.append(PackRecord(name.hex(), BlobKind(kind), length, tuple(entries)))
+    except (struct.error, ValueError):
+        raise IntegrityError(f"{what} is malformed") from None
+    if position != len(body):
+        raise IntegrityError(f"{what} has trailing bytes")
+    return packs
+
+
+class Index:
+    """chunk id → Location, plus pack name → PackRecord.  Not thread-safe for writers."""
+
+    def __init__(self) -> None:
+        self._chunks: dict[bytes, Location] = {}
+        self._packs: dict[str, PackRecord] = {}
+
+    def add(self, pack: PackRecord) -> None:
+        self._packs[pack.name] = pack
+        for e in pack.entries:
+            self._chunks.setdefault(e.chunk_id, Location(pack.name, e.kind, e.offset, e.length, e.raw_length))
+
+    def __contains__(self, chunk_id: bytes) -> bool:
+        return chunk_id in self._chunks
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    def lookup(self, chunk_id: bytes) -> Location | None:
+        return self._chunks.get(chunk_id)
+
+    def packs(self) -> Iterator[PackRecord]:
+        return iter(self._packs.values())
+
+    def pack(self, name: str) -> PackRecord | None:
+        return self._packs.get(name)

@@ -1,0 +1,86 @@
+"""Packs: many sealed blobs in one object, with a sealed header at the end.
+
+    pack   := blob_1 || … || blob_n || sealed_header || header_length (u32 LE)
+    header := "CVPH" || version u8 (=1) || n u32 || n × entry
+    entry  := kind u8 || chunk id [32] || offset u32 || length u32 || raw_length u32
+
+The header duplicates what the index says about this pack, so a lost or
+corrupt index can be rebuilt from the packs alone.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from coldvault.errors import IntegrityError
+from coldvault.repo.blob import BlobKind
+from coldvault.repo.crypto import seal, unseal
+
+_MAGIC = b"CVPH"
+_VERSION = 1
+_ENTRY = struct.Struct("<B32sIII")
+_COUNT = struct.Struct("<I")
+_AAD = b"coldvault pack header v1"
+
+
+@dataclass(frozen=True, slots=True)
+class PackEntry:
+    kind: BlobKind
+    chunk_id: bytes
+    offset: int
+    length: int
+    raw_length: int
+
+
+class PackBuilder:
+    """Collects sealed blobs of one kind until the pack is big enough to store."""
+
+    def __init__(self, kind: BlobKind) -> None:
+        self.kind = kind
+        self._buffer = bytearray()
+        self._entries: list[PackEntry] = []
+
+    @property
+    def size(self) -> int:
+        return len(self._buffer)
+
+    @property
+    def empty(self) -> bool:
+        return not self._entries
+
+    def add(self, chunk_id: bytes, blob: bytes, raw_length: int) -> None:
+        self._entries.append(PackEntry(self.kind, chunk_id, len(self._buffer), len(blob), raw_length))
+        self._buffer += blob
+
+    def finish(self, meta_key: bytes) -> tuple[bytes, list[PackEntry]]:
+        header = bytearray(_MAGIC + bytes((_VERSION,)) + _COUNT.pack(len(self._entries)))
+        for e in self._entries:
+            header += _ENTRY.pack(e.kind, e.chunk_id, e.offset, e.length, e.raw_length)
+        sealed = seal(meta_key, bytes(header), _AAD)
+        self._buffer += sealed
+        self._buffer += _COUNT.pack(len(sealed))
+        return bytes(self._buffer), self._entries
+
+
+def read_header(meta_key: bytes, pack: bytes, *, what: str) -> list[PackEntry]:
+    """Parse and authenticate a whole pack's header; every entry must lie inside the blob area."""
+    if len(pack) < _COUNT.size:
+        raise IntegrityError(f"{what} is truncated")
+    (sealed_length,) = _COUNT.unpack_from(pack, len(pack) - _COUNT.size)
+    blob_area = len(pack) - _COUNT.size - sealed_length
+    if blob_area < 0:
+        raise IntegrityError(f"{what} is truncated: header length points before its start")
+    header = unseal(meta_key, memoryview(pack)[blob_area : len(pack) - _COUNT.size], _AAD, what=f"{what} header")
+    if header[:4] != _MAGIC or header[4] != _VERSION:
+        raise IntegrityError(f"{what} header has an unknown format")
+    (count,) = _COUNT.unpack_from(header, 5)
+    if len(header) != 9 + count * _ENTRY.size:
+        raise IntegrityError(f"{what} header has the wrong length")
+    entries = []
+    for i in range(count):
+        kind, chunk_id, offset, length, raw_length = _ENTRY.unpack_from(header, 9 + i * _ENTRY.size)
+        if kind not in (BlobKind.DATA, BlobKind.TREE) or offset + length > blob_area:
+            raise IntegrityError(f"{what} header has an entry outside the pack")
+        entries.append(PackEntry(BlobKind(kind), chunk_id, offset, length, raw_length))
+    return entries

@@ -1,0 +1,335 @@
+"""A repository on one store: initialise, unlock, read and commit.
+
+Layout (see docs/FORMAT.md):
+
+    config                  plaintext JSON with a sealed body (format, chunker, pack size)
+    keys/<name>             key slots: the master key wrapped by a passphrase
+    snapshots/<name>        snapshot manifests (the commit points)
+    index/<name>            index objects: chunk id → pack, offset, length
+    data/<xx>/<name>        packs of file-data blobs (may go to archive tiers)
+    tree/<xx>/<name>        packs of listing blobs (always readable at once)
+
+Every name except ``config`` is BLAKE3-256 of the object's bytes, checked on every full read.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import json
+import os
+import socket
+from dataclasses import dataclass
+from typing import Iterator
+
+from coldvault import __version__
+from coldvault.clock import Clock, system_clock
+from coldvault.config.model import FormatConfig
+from coldvault.config.secret import Secret
+from coldvault.errors import AlreadyExists, IntegrityError, NotFound, RepositoryError, UsageError, WrongKey
+from coldvault.repo import envelope
+from coldvault.repo.blob import BlobKind, decode_blob
+from coldvault.repo.chunker import NORMALIZED_CHUNKING, ChunkerParams
+from coldvault.repo.crypto import Subkeys, object_name, verify_object
+from coldvault.repo.envelope import EnvelopeType
+from coldvault.repo.index import Index, PackRecord, decode_index, encode_index
+from coldvault.repo.keys import KeySlot, new_master_key
+from coldvault.repo.manifest import Snapshot, decode_snapshot, encode_snapshot
+from coldvault.repo.tree import Node, decode_lines
+from coldvault.storage.handle import Handle, Kind
+from coldvault.storage.protocol import Store
+
+FORMAT_VERSION = 1
+_CONFIG = Handle(Kind.CONFIG)
+PACK_KINDS = {BlobKind.DATA: Kind.DATA, BlobKind.TREE: Kind.TREE}
+
+
+@dataclass(frozen=True)
+class RepoFormat:
+    repository_id: str
+    chunker: ChunkerParams
+    pack_size: int
+
+
+def default_key_label() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+class Repository:
+    def __init__(
+        self, store: Store, fmt: RepoFormat, master: Secret, subkeys: Subkeys, slot: str | None, clock: Clock
+    ) -> None:
+        self.store = store
+        self.format = fmt
+        self.subkeys = subkeys
+        self.clock = clock
+        self._master = master
+        self._slot = slot  # the key slot that unlocked us; None when opened with the recovery key
+        self._index: Index | None = None
+
+    def __repr__(self) -> str:
+        return f"Repository({self.format.repository_id} on {self.store.name})"
+
+    @property
+    def id(self) -> str:
+        return self.format.repository_id
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls, store: Store, passphrase: Secret, params: FormatConfig, *, clock: Clock = system_clock
+    ) -> Repository:
+        if _exists(store, _CONFIG):
+            raise RepositoryError(f"target {store.name!r} already holds a coldvault repository; nothing was changed")
+        master = new_master_key()
+        repository_id = os.urandom(16).hex()
+        subkeys = Subkeys.derive(master, bytes.fromhex(repository_id))
+        fmt = RepoFormat(
+            repository_id,
+            ChunkerParams(params.chunk_min_size, params.chunk_avg_size, params.chunk_max_size, subkeys.chunker_seed),
+            params.pack_size,
+        )
+        repo = cls(store, fmt, master, subkeys, None, clock)
+        repo._slot = repo.add_key(passphrase, default_key_label())
+        # The config goes last: its presence is what makes the target an initialised repository.
+        store.put(_CONFIG, repo._encode_config())
+        return repo
+
+    @classmethod
+    def open(
+        cls,
+        store: Store,
+        *,
+        passphrase: Secret | None = None,
+        recovery_key: Secret | None = None,
+        clock: Clock = system_clock,
+    ) -> Repository:
+        repository_id, sealed = _read_config_header(store)
+        if recovery_key is not None:
+            master, slot = recovery_key, None
+        elif passphrase is not None:
+            master, slot = _unlock(store, repository_id, passphrase)
+        else:
+            raise WrongKey("no passphrase or recovery key given")
+        subkeys = Subkeys.derive(master, bytes.fromhex(repository_id))
+        try:
+            body = envelope.unwrap(subkeys.meta, EnvelopeType.CONFIG, sealed, what="the repository config")
+        except IntegrityError:
+            if recovery_key is not None:
+                raise WrongKey("the recovery key does not belong to this repository") from None
+            raise
+        fmt = _decode_config_body(body, repository_id, subkeys.chunker_seed)
+        return cls(store, fmt, master, subkeys, slot, clock)
+
+    # ---- keys ------------------------------------------------------------------------------
+
+    def key_slots(self) -> list[tuple[str, KeySlot]]:
+        slots = []
+        for info in self.store.list(Kind.KEY):
+            data = self.store.get(info.handle)
+            verify_object(info.handle.name, data, f"key slot {info.handle.name[:12]}")
+            slots.append((info.handle.name, KeySlot.decode(data, what=f"key slot {info.handle.name[:12]}")))
+        return slots
+
+    @property
+    def current_slot(self) -> str | None:
+        return self._slot
+
+    def add_key(self, passphrase: Secret, label: str) -> str:
+        slot = KeySlot.create(
+            self._master, passphrase, repository_id=self.id, label=label, created=self.clock().isoformat()
+        )
+        return self._put_named(Kind.KEY, slot.encode())
+
+    def remove_key(self, name: str) -> None:
+        names = [n for n, _ in self.key_slots()]
+        matches = [n for n in names if n.startswith(name)] if name else []
+        if len(matches) != 1:
+            raise UsageError(f"{name!r} matches {len(matches)} key slots; give a unique prefix from 'coldvault key list'")
+        if matches[0] == self._slot:
+            raise UsageError("refusing to remove the key slot in use; use 'coldvault key passwd' to replace it")
+        self.store.delete(Handle(Kind.KEY, matches[0]))
+
+    @property
+    def master_key(self) -> Secret:
+        return self._master
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    @property
+    def index(self) -> Index:
+        if self._index is None:
+            self._index = self.load_index()
+        return self._index
+
+    def load_index(self) -> Index:
+        index = Index()
+        for info in self.store.list(Kind.INDEX):
+            for record in self.read_index_object(info.handle.name):
+                index.add(record)
+        return index
+
+    def read_index_object(self, name: str) -> list[PackRecord]:
+        what = f"index {name[:12]}"
+        body = envelope.unwrap(self.subkeys.meta, EnvelopeType.INDEX, self._get_verified(Kind.INDEX, name), what=what)
+        return decode_index(body, what=what)
+
+    def snapshots(self) -> list[Snapshot]:
+        """Every snapshot, oldest first."""
+        found = [self.read_snapshot(info.handle.name) for info in self.store.list(Kind.SNAPSHOT)]
+        return sorted(found, key=lambda s: (s.time, s.id))
+
+    def read_snapshot(self, name: str) -> Snapshot:
+        data = self._get_verified(Kind.SNAPSHOT, name)
+        body = envelope.unwrap(self.subkeys.meta, EnvelopeType.SNAPSHOT, data, what=f"snapshot {name[:12]}")
+        return decode_snapshot(body, name)
+
+    def read_blob(self, kind: BlobKind, chunk_id: bytes) -> bytes:
+        """A chunk's plaintext, fetched with a range read and proven by its keyed hash."""
+        location = self.index.lookup(chunk_id)
+        if location is None or location.kind != kind:
+            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is missing from the index; run 'coldvault check'")
+        sealed = self.store.get(
+            Handle(PACK_KINDS[kind], location.pack), offset=location.offset, length=location.length
+        )
+        plaintext = decode_blob(self.subkeys.data, kind, chunk_id, sealed, location.raw_length)
+        if self.subkeys.chunk_id(plaintext) != chunk_id:
+            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} in pack {location.pack[:12]} has wrong content")
+        return plaintext
+
+    def listing(self, snapshot: Snapshot) -> Iterator[Node]:
+        return decode_lines(self.read_blob(BlobKind.TREE, c) for c in snapshot.listing)
+
+    # ---- writing ---------------------------------------------------------------------------
+
+    def write_pack(self, kind: BlobKind, data: bytes) -> str:
+        return self._put_named(PACK_KINDS[kind], data)
+
+    def write_index(self, records: list[PackRecord]) -> str | None:
+        if not records:
+            return None
+        body = encode_index(records)
+        name = self._put_named(Kind.INDEX, envelope.wrap(self.subkeys.meta, EnvelopeType.INDEX, body))
+        for record in records:
+            self.index.add(record)
+        return name
+
+    def commit_snapshot(self, snapshot: Snapshot) -> str:
+        """Store the manifest: the commit point.  Call only after its packs and index are stored."""
+        data = envelope.wrap(self.subkeys.meta, EnvelopeType.SNAPSHOT, encode_snapshot(snapshot))
+        return self._put_named(Kind.SNAPSHOT, data)
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _put_named(self, kind: Kind, data: bytes) -> str:
+        name = object_name(data)
+        try:
+            self.store.put(Handle(kind, name), data)
+        except AlreadyExists:
+            pass  # same name, same bytes: an earlier attempt already stored it
+        return name
+
+    def _get_verified(self, kind: Kind, name: str) -> bytes:
+        data = self.store.get(Handle(kind, name))
+        verify_object(name, data, f"{kind.value} object {name[:12]}")
+        return data
+
+    def _encode_config(self) -> bytes:
+        fmt = self.format
+        body = {
+            "repository_id": fmt.repository_id,
+            "chunker": {
+                "algorithm": "fastcdc2020",
+                "min_size": fmt.chunker.min_size,
+                "avg_size": fmt.chunker.avg_size,
+                "max_size": fmt.chunker.max_size,
+                "normalized_chunking": NORMALIZED_CHUNKING,
+            },
+            "pack_size": fmt.pack_size,
+        }
+        sealed = envelope.wrap(self.subkeys.meta, EnvelopeType.CONFIG, json.dumps(body, sort_keys=True).encode())
+        doc = {
+            "format": "coldvault",
+            "version": FORMAT_VERSION,
+            "repository_id": fmt.repository_id,
+            "created": self.clock().isoformat(),
+            "created_by": f"coldvault {__version__}",
+            "sealed": base64.b64encode(sealed).decode(),
+        }
+        return json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
+
+
+def _exists(store: Store, handle: Handle) -> bool:
+    try:
+        store.head(handle)
+    except NotFound:
+        return False
+    return True
+
+
+def _read_config_header(store: Store) -> tuple[str, bytes]:
+    try:
+        data = store.get(_CONFIG)
+    except NotFound:
+        raise RepositoryError(
+            f"target {store.name!r} holds no coldvault repository; run 'coldvault init' or fix the target in the config"
+        ) from None
+    try:
+        doc = json.loads(data)
+        if doc.get("format") != "coldvault":
+            raise ValueError("format")
+        if doc["version"] != FORMAT_VERSION:
+            raise RepositoryError(
+                f"target {store.name!r} has repository format {doc['version']!r}; this coldvault reads {FORMAT_VERSION}"
+            )
+        repository_id = doc["repository_id"]
+        if not isinstance(repository_id, str) or len(bytes.fromhex(repository_id)) != 16:
+            raise ValueError("repository_id")
+        return repository_id, base64.b64decode(doc["sealed"], validate=True)
+    except RepositoryError:
+        raise
+    except (ValueError, KeyError, TypeError):
+        raise IntegrityError(f"the repository config on target {store.name!r} is corrupt") from None
+
+
+def _unlock(store: Store, repository_id: str, passphrase: Secret) -> tuple[Secret, str]:
+    slots = list(store.list(Kind.KEY))
+    if not slots:
+        raise WrongKey(f"target {store.name!r} has no key slots; open it with the recovery key and add one")
+    for info in slots:
+        data = store.get(info.handle)
+        try:
+            verify_object(info.handle.name, data, "key slot")
+            slot = KeySlot.decode(data, what="key slot")
+        except IntegrityError:
+            continue  # a damaged slot must not lock us out if another one works
+        if slot.repository_id != repository_id:
+            continue
+        try:
+            return slot.unwrap(passphrase), info.handle.name
+        except WrongKey:
+            continue
+    raise WrongKey("wrong passphrase: no key slot opens with it; check the passphrase file or COLDVAULT_PASSPHRASE")
+
+
+def _decode_config_body(body: bytes, repository_id: str, seed: int) -> RepoFormat:
+    try:
+        doc = json.loads(body)
+        chunker = doc["chunker"]
+        if doc["repository_id"] != repository_id or chunker["algorithm"] != "fastcdc2020":
+            raise ValueError("mismatch")
+        # Re-validate through the typed model: sealed or not, sizes out of range must not reach FastCDC.
+        params = FormatConfig(
+            chunk_min_size=chunker["min_size"],
+            chunk_avg_size=chunker["avg_size"],
+            chunk_max_size=chunker["max_size"],
+            pack_size=doc["pack_size"],
+        )
+        return RepoFormat(
+            repository_id,
+            ChunkerParams(params.chunk_min_size, params.chunk_avg_size, params.chunk_max_size, seed),
+            params.pack_size,
+        )
+    except (ValueError, KeyError, TypeError):
+        raise IntegrityError("the repository config is malformed") from None

@@ -1,0 +1,100 @@
+"""Deduplicate, seal, pack and upload blobs; safe to call from many worker threads.
+
+Memory stays bounded: at most ``uploads_in_flight`` finished packs wait for
+their upload, and a worker that finishes one more blocks until a slot frees.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import zstandard
+
+from coldvault.repo.blob import BlobKind, encode_blob
+from coldvault.repo.index import PackRecord
+from coldvault.repo.pack import PackBuilder
+from coldvault.repo.repository import Repository
+
+
+class BlobWriter:
+    def __init__(self, repo: Repository, *, compression_level: int = 3, uploads_in_flight: int = 2) -> None:
+        self._repo = repo
+        self._level = compression_level
+        self._claimed: set[bytes] = set()
+        self._lock = threading.Lock()
+        self._builders = {kind: PackBuilder(kind) for kind in BlobKind}
+        self._uploader = ThreadPoolExecutor(uploads_in_flight, thread_name_prefix="coldvault-upload")
+        self._slots = threading.BoundedSemaphore(uploads_in_flight)
+        self._uploads: list[Future[PackRecord]] = []
+        self._local = threading.local()
+        self._known = repo.index  # loaded here, once, before worker threads race to load it
+        self.new_chunks = 0
+        self.new_bytes = 0  # plaintext bytes of chunks not seen before
+        self.stored_bytes = 0  # bytes of sealed blobs written into packs
+
+    def store(self, kind: BlobKind, plaintext: bytes | memoryview) -> bytes:
+        """Return the chunk id; seal and pack the chunk only if the repository lacks it."""
+        chunk_id = self._repo.subkeys.chunk_id(plaintext)
+        if chunk_id in self._known:
+            return chunk_id
+        with self._lock:
+            if chunk_id in self._claimed:
+                return chunk_id
+            self._claimed.add(chunk_id)
+        blob = encode_blob(self._repo.subkeys.data, kind, chunk_id, plaintext, self._compressor())
+        self._add(kind, chunk_id, blob, len(plaintext))
+        return chunk_id
+
+    def flush(self) -> list[PackRecord]:
+        """Store every partial pack, wait for all uploads, and return what was stored (raising the first failure)."""
+        for kind in BlobKind:
+            with self._lock:
+                builder = self._builders[kind]
+                self._builders[kind] = PackBuilder(kind)
+            if not builder.empty:
+                self._submit(builder)
+        uploads, self._uploads = self._uploads, []
+        records = [future.result() for future in uploads]
+        return records
+
+    def close(self) -> None:
+        self._uploader.shutdown(wait=True, cancel_futures=True)
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        compressor = getattr(self._local, "compressor", None)
+        if compressor is None:  # ZstdCompressor is not thread-safe: one per worker thread
+            compressor = self._local.compressor = zstandard.ZstdCompressor(level=self._level)
+        return compressor
+
+    def _add(self, kind: BlobKind, chunk_id: bytes, blob: bytes, raw_length: int) -> None:
+        full = None
+        with self._lock:
+            builder = self._builders[kind]
+            builder.add(chunk_id, blob, raw_length)
+            self.new_chunks += 1
+            self.new_bytes += raw_length
+            self.stored_bytes += len(blob)
+            if builder.size >= self._repo.format.pack_size:
+                full = builder
+                self._builders[kind] = PackBuilder(kind)
+        if full is not None:
+            self._submit(full)
+
+    def _submit(self, builder: PackBuilder) -> None:
+        self._slots.acquire()
+        try:
+            future = self._uploader.submit(self._upload, builder)
+        except BaseException:
+            self._slots.release()
+            raise
+        with self._lock:
+            self._uploads.append(future)
+
+    def _upload(self, builder: PackBuilder) -> PackRecord:
+        try:
+            data, entries = builder.finish(self._repo.subkeys.meta)
+            name = self._repo.write_pack(builder.kind, data)
+            return PackRecord(name, builder.kind, len(data), tuple(entries))
+        finally:
+            self._slots.release()

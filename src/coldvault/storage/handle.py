@@ -1,0 +1,68 @@
+"""Typed object names: a store never sees a loose string it did not build itself."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+_HEX_NAME = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Kind(Enum):
+    """What an object is; the value is its folder in every store."""
+
+    CONFIG = "config"
+    KEY = "keys"
+    SNAPSHOT = "snapshots"
+    INDEX = "index"
+    DATA = "data"
+    TREE = "tree"
+
+    @property
+    def fans_out(self) -> bool:
+        """Packs are numerous, so they sit one level deeper (data/ab/ab12…) to keep folders small."""
+        return self in (Kind.DATA, Kind.TREE)
+
+
+@dataclass(frozen=True, slots=True)
+class Handle:
+    """One object: its kind and, except for the single config object, a 64-hex-digit name."""
+
+    kind: Kind
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind is Kind.CONFIG:
+            if self.name:
+                raise ValueError("the config object has no name")
+        elif not _HEX_NAME.match(self.name):
+            raise ValueError(f"object names are 64 lowercase hex digits, got {self.name!r}")
+
+    @property
+    def path(self) -> str:
+        if self.kind is Kind.CONFIG:
+            return "config"
+        if self.kind.fans_out:
+            return f"{self.kind.value}/{self.name[:2]}/{self.name}"
+        return f"{self.kind.value}/{self.name}"
+
+    @classmethod
+    def from_path(cls, path: str) -> Handle | None:
+        """Parse a stored path; None for anything coldvault did not write (never trusted)."""
+        if path == "config":
+            return cls(Kind.CONFIG)
+        parts = path.split("/")
+        try:
+            kind = Kind(parts[0])
+        except ValueError:
+            return None
+        expected = 3 if kind.fans_out else 2
+        if kind is Kind.CONFIG or len(parts) != expected or not _HEX_NAME.match(parts[-1]):
+            return None
+        if kind.fans_out and parts[1] != parts[2][:2]:
+            return None
+        return cls(kind, parts[-1])
+
+    def __str__(self) -> str:
+        return self.path

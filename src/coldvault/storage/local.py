@@ -1,0 +1,140 @@
+"""A store in a local directory: create-only, atomic, durable.
+
+A put writes a temporary file in the destination folder, fsyncs it, then
+hard-links it to its final name.  link(2) fails when the name exists, which makes
+create-only atomic without a check-then-act race; rename(2) would silently
+replace.  The folder is fsynced afterwards so the new name survives power loss.
+Stored files are made read-only (0444) as a guard against accidents.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from coldvault.errors import AlreadyExists, NotFound, PermissionDenied, TargetError
+from coldvault.storage.handle import Handle, Kind
+from coldvault.storage.protocol import Capabilities, ObjectInfo, PutMode
+
+_TMP_PREFIX = ".tmp-"
+
+
+class LocalStore:
+    def __init__(self, root: Path, *, name: str = "local") -> None:
+        self._root = Path(root)
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities()
+
+    def put(
+        self,
+        handle: Handle,
+        data: bytes,
+        *,
+        mode: PutMode = PutMode.CREATE,
+        retain_until: datetime | None = None,
+        storage_class: str | None = None,
+    ) -> ObjectInfo:
+        if retain_until is not None or storage_class is not None:
+            raise TargetError(f"{self._name}: a local directory supports neither object lock nor storage classes")
+        final = self._root / handle.path
+        with self._errors(handle):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = final.parent / f"{_TMP_PREFIX}{secrets.token_hex(8)}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                if mode is PutMode.CREATE:
+                    os.link(tmp, final)
+                else:
+                    os.replace(tmp, final)
+            finally:
+                tmp.unlink(missing_ok=True)
+            _fsync_dir(final.parent)
+        return ObjectInfo(handle, len(data))
+
+    def get(self, handle: Handle, *, offset: int = 0, length: int | None = None) -> bytes:
+        with self._errors(handle), open(self._root / handle.path, "rb") as f:
+            if offset:
+                f.seek(offset)
+            return f.read() if length is None else f.read(length)
+
+    def head(self, handle: Handle) -> ObjectInfo:
+        with self._errors(handle):
+            return ObjectInfo(handle, (self._root / handle.path).stat().st_size)
+
+    def list(self, kind: Kind) -> Iterator[ObjectInfo]:
+        if kind is Kind.CONFIG:
+            path = self._root / "config"
+            if path.is_file():
+                yield ObjectInfo(Handle(Kind.CONFIG), path.stat().st_size)
+            return
+        top = self._root / kind.value
+        if not top.is_dir():
+            return
+        with self._errors(None):
+            for folder, dirs, files in os.walk(top):
+                dirs.sort()
+                for file in sorted(files):
+                    relative = os.path.relpath(os.path.join(folder, file), self._root)
+                    handle = Handle.from_path(relative.replace(os.sep, "/"))
+                    if handle is not None and handle.kind is kind:
+                        yield ObjectInfo(handle, os.stat(os.path.join(folder, file)).st_size)
+
+    def delete(self, handle: Handle) -> None:
+        path = self._root / handle.path
+        with self._errors(handle):
+            path.unlink()
+            _fsync_dir(path.parent)
+
+    def warmup(self, handles: Iterable[Handle]) -> None:
+        """Nothing to warm up: local files are always readable."""
+
+    def warmup_status(self, handles: Iterable[Handle]) -> dict[Handle, bool]:
+        return {handle: True for handle in handles}
+
+    def _errors(self, handle: Handle | None) -> _ErrorMapping:
+        return _ErrorMapping(self._name, self._root, handle)
+
+
+class _ErrorMapping:
+    """Translate OSError into the typed errors at this adapter's edge, and nowhere else."""
+
+    def __init__(self, store: str, root: Path, handle: Handle | None) -> None:
+        self._store, self._root, self._handle = store, root, handle
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if not isinstance(exc, OSError):
+            return False
+        what = f"{self._store}: {self._handle or self._root}"
+        if exc.errno == errno.EEXIST:
+            raise AlreadyExists(f"{what} already exists") from None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise NotFound(f"{what} does not exist") from None
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise PermissionDenied(f"{what}: {exc.strerror}; check the directory's owner and mode") from None
+        raise TargetError(f"{what}: {exc.strerror or exc}") from None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

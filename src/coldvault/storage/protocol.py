@@ -1,0 +1,73 @@
+"""The Store protocol: five verbs, a capabilities value, and warm-up for archive tiers.
+
+Guarantees every implementation gives:
+- ``put`` is atomic: a reader sees the whole object or nothing, never a prefix.
+- ``put(mode=CREATE)`` never replaces an existing object; it raises AlreadyExists.
+- Read-after-write: once ``put`` returns, ``get``, ``head`` and ``list`` see the object.
+- An object put with ``retain_until`` cannot be deleted or overwritten before then (Locked),
+  on stores whose capabilities include object_lock.
+- Errors are the typed ones of coldvault.errors; no SDK or OS exception escapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Iterable, Iterator, Protocol
+
+from coldvault.storage.handle import Handle, Kind
+
+
+class PutMode(Enum):
+    CREATE = "create"
+    OVERWRITE = "overwrite"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    handle: Handle
+    size: int
+    retain_until: datetime | None = None
+    lock_mode: str | None = None
+    storage_class: str | None = None
+    archived: bool = False
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    object_lock: bool = False
+    storage_classes: frozenset[str] = field(default_factory=frozenset)
+    needs_warmup: bool = False
+    conditional_create: bool = True
+    max_object_size: int = 5 << 40
+
+
+class Store(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    def put(
+        self,
+        handle: Handle,
+        data: bytes,
+        *,
+        mode: PutMode = PutMode.CREATE,
+        retain_until: datetime | None = None,
+        storage_class: str | None = None,
+    ) -> ObjectInfo: ...
+
+    def get(self, handle: Handle, *, offset: int = 0, length: int | None = None) -> bytes: ...
+
+    def head(self, handle: Handle) -> ObjectInfo: ...
+
+    def list(self, kind: Kind) -> Iterator[ObjectInfo]: ...
+
+    def delete(self, handle: Handle) -> None: ...
+
+    def warmup(self, handles: Iterable[Handle]) -> None: ...
+
+    def warmup_status(self, handles: Iterable[Handle]) -> dict[Handle, bool]: ...
