@@ -211,6 +211,7 @@ class _Restorer:
             leader_dir = self.dest.open_dir(leader.rpartition(b"/")[0])
             try:
                 os.link(leader.rpartition(b"/")[2], name, src_dir_fd=leader_dir, dst_dir_fd=parent, follow_symlinks=False)
+                self.result.files += 1
                 return
             except OSError as exc:
                 self.warn(f"{os.fsdecode(node.path)}: hard link failed ({exc.strerror}); restored as a copy")

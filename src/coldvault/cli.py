@@ -1,0 +1,116 @@
+"""Argument parsing and exit codes; the commands themselves live in coldvault.commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from typing import Callable, Sequence
+
+from coldvault import __version__, commands
+from coldvault.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ColdvaultError
+from coldvault.session import Session
+
+Handler = Callable[[argparse.Namespace, Session], int]
+
+
+def _global_options(*, in_subcommand: bool) -> argparse.ArgumentParser:
+    """Options accepted before or after the command; after it they must not reset what came before."""
+    default = {"default": argparse.SUPPRESS} if in_subcommand else {}
+    flags = {"default": argparse.SUPPRESS} if in_subcommand else {"default": False}
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--config", "-c", help="config file (default: $COLDVAULT_CONFIG)", **default)
+    options.add_argument("--recovery-key-file", help="open the repository with the recovery key in this file", **default)
+    options.add_argument("--quiet", "-q", action="store_true", help="no progress output", **flags)
+    options.add_argument("--debug", action="store_true", help="show a traceback on internal errors", **flags)
+    return options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _global_options(in_subcommand=True)
+    parser = argparse.ArgumentParser(
+        prog="coldvault",
+        description="Encrypted, deduplicated, immutable cold backups.",
+        parents=[_global_options(in_subcommand=False)],
+        epilog="exit codes: 0 ok, 2 usage, 3 partial backup, 10 config, 11 key, 12 repository,"
+        " 13 integrity, 14 target, 15 source, 70 internal, 130 interrupted",
+    )
+    parser.add_argument("--version", action="version", version=f"coldvault {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, parents=[common])
+        p.set_defaults(handler=handler)
+        return p
+
+    command("init", commands.cmd_init, "create the repository on every target")
+
+    p = command("backup", commands.cmd_backup, "back up every source, or one")
+    p.add_argument("--source", help="only this source")
+    p.add_argument("--json", action="store_true", help="print the new snapshots as JSON")
+
+    p = command("snapshots", commands.cmd_snapshots, "list snapshots")
+    p.add_argument("--source", help="only this source")
+    p.add_argument("--json", action="store_true")
+
+    p = command("ls", commands.cmd_ls, "list the files in a snapshot")
+    p.add_argument("snapshot", help="snapshot id, unique prefix, or 'latest'")
+    p.add_argument("path", nargs="?", help="only this path and what is below it")
+    p.add_argument("--source", help="with 'latest': the latest of this source")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = command("restore", commands.cmd_restore, "restore a snapshot into a directory (or to stdout)")
+    p.add_argument("snapshot", help="snapshot id, unique prefix, or 'latest'")
+    p.add_argument("dest", nargs="?", help="destination directory; nothing is written outside it")
+    p.add_argument("--path", help="only this path and what is below it")
+    p.add_argument("--source", help="with 'latest': the latest of this source")
+    p.add_argument("--stdout", action="store_true", help="write a stream snapshot's bytes to stdout")
+
+    p = command("check", commands.cmd_check, "verify the repository's structure, and optionally its data")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--read-data", action="store_true", help="download and verify every pack")
+    group.add_argument("--read-data-subset", type=float, metavar="PCT", help="verify a random PCT%% of the packs")
+    p.add_argument("--json", action="store_true")
+
+    p = command("key", commands.cmd_key, "manage key slots and the recovery key")
+    keys = p.add_subparsers(dest="key_command", required=True, metavar="ACTION")
+    k = keys.add_parser("list", help="list key slots", parents=[common])
+    k.add_argument("--json", action="store_true")
+    k = keys.add_parser("add", help="add a passphrase key slot", parents=[common])
+    k.add_argument("--label", help="a note about whose key this is (default user@host)")
+    k.add_argument("--new-passphrase-file", help="read the new passphrase from this file")
+    k = keys.add_parser("remove", help="remove a key slot", parents=[common])
+    k.add_argument("id", help="key slot id or unique prefix (see 'key list')")
+    k = keys.add_parser("passwd", help="replace the key slot in use with a new passphrase", parents=[common])
+    k.add_argument("--label")
+    k.add_argument("--new-passphrase-file", help="read the new passphrase from this file")
+    k = keys.add_parser("export", help="print the recovery key for offline escrow", parents=[common])
+    k.add_argument("--output", help="write it to this new file (mode 0600) instead of stdout")
+
+    p = command("config", commands.cmd_config_validate, "check a config file")
+    p.add_argument("config_command", choices=["validate"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        session = Session.load(args.config, args.recovery_key_file)
+        return int(args.handler(args, session))
+    except ColdvaultError as exc:
+        print(f"coldvault: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("coldvault: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: say so in one line, and keep the traceback for --debug
+        if args.debug:
+            traceback.print_exc()
+        print(
+            f"coldvault: internal error ({type(exc).__name__}: {exc}); rerun with --debug and report it",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL

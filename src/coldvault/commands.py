@@ -1,0 +1,245 @@
+"""The commands: each takes parsed arguments and a session, prints its result, returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import stat
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from coldvault.config.secret import write_secret_file
+from coldvault.engine.backup import BackupOptions, backup
+from coldvault.engine.check import check
+from coldvault.engine.restore import restore, restore_to_stream, select_nodes
+from coldvault.engine.select import filter_snapshots, find_snapshot
+from coldvault.errors import EXIT_OK, EXIT_PARTIAL, IntegrityError, NotFound, RepositoryError, UsageError
+from coldvault.repo.keys import encode_recovery_key
+from coldvault.repo.manifest import Snapshot
+from coldvault.repo.repository import Repository, default_key_label
+from coldvault.repo.tree import FILE, SYMLINK, Node
+from coldvault.session import Session
+from coldvault.storage.factory import open_store
+from coldvault.storage.handle import Handle, Kind
+from coldvault.ui import format_size, make_progress
+
+
+def _emit_json(doc: object) -> None:
+    json.dump(doc, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def cmd_init(args: argparse.Namespace, session: Session) -> int:
+    for target in session.config.targets:
+        try:
+            open_store(target).head(Handle(Kind.CONFIG))
+        except NotFound:
+            continue
+        raise RepositoryError(f"target {target.name!r} already holds a coldvault repository; nothing was changed")
+    passphrase = session.passphrase(confirm=True)
+    repo = Repository.init(session.store(), passphrase, session.config.repository.format)
+    names = ", ".join(t.name for t in session.config.targets)
+    print(f"initialised repository {repo.id} on {names}")
+    print("keep the passphrase safe, and escrow the recovery key offline: coldvault key export")
+    return EXIT_OK
+
+
+def cmd_backup(args: argparse.Namespace, session: Session) -> int:
+    sources = [session.config.source(args.source)] if args.source else list(session.config.sources)
+    if not sources:
+        raise UsageError("the config has no [[sources]]; add one (see configs/example.toml)")
+    repo = session.repo()
+    options = BackupOptions(workers=session.workers, compression_level=session.config.repository.compression_level)
+    results = []
+    for source in sources:
+        result = backup(repo, source, options, make_progress(quiet=args.quiet or args.json))
+        snap = result.snapshot
+        results.append(snap)
+        if not args.json:
+            s = snap.summary
+            print(
+                f"snapshot {snap.id[:8]} of {source.name}: {s['files']} files, {format_size(s['bytes'])}, "
+                f"{format_size(s['new_bytes'])} new ({format_size(s['stored_bytes'])} stored), "
+                f"{s['duration_ms'] / 1000:.1f}s" + (f", {len(snap.warnings)} warnings" if snap.warnings else "")
+            )
+    if args.json:
+        _emit_json([_snapshot_doc(s) for s in results])
+    return EXIT_PARTIAL if any(s.partial for s in results) else EXIT_OK
+
+
+def cmd_snapshots(args: argparse.Namespace, session: Session) -> int:
+    snapshots = filter_snapshots(session.repo().snapshots(), args.source)
+    if args.json:
+        _emit_json([_snapshot_doc(s) for s in snapshots])
+        return EXIT_OK
+    if not snapshots:
+        print("no snapshots yet")
+        return EXIT_OK
+    print(f"{'ID':8}  {'TIME (UTC)':19}  {'SOURCE':12}  {'HOST':16}  {'KIND':6}  {'FILES':>7}  {'SIZE':>10}  NOTE")
+    for s in snapshots:
+        note = f"partial: {len(s.warnings)} warnings" if s.partial else ""
+        when = s.time.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        print(
+            f"{s.id[:8]}  {when}  {s.source[:12]:12}  {s.host[:16]:16}  {s.kind:6}  "
+            f"{s.summary.get('files', 0):>7}  {format_size(s.summary.get('bytes', 0)):>10}  {note}"
+        )
+    return EXIT_OK
+
+
+def cmd_ls(args: argparse.Namespace, session: Session) -> int:
+    repo = session.repo()
+    snapshot = find_snapshot(repo.snapshots(), args.snapshot, source=args.source)
+    nodes = select_nodes(repo.listing(snapshot), args.path)
+    out = sys.stdout
+    for node in nodes:
+        if args.json:
+            out.write(json.dumps(_node_doc(node)) + "\n")
+        else:
+            out.write(_node_line(node) + "\n")
+    return EXIT_OK
+
+
+def cmd_restore(args: argparse.Namespace, session: Session) -> int:
+    repo = session.repo()
+    snapshot = find_snapshot(repo.snapshots(), args.snapshot, source=args.source)
+    if args.stdout:
+        if args.dest:
+            raise UsageError("give either DEST or --stdout, not both")
+        restore_to_stream(repo, snapshot, sys.stdout.buffer, workers=session.workers)
+        return EXIT_OK
+    if not args.dest:
+        raise UsageError("give a destination directory (or --stdout for a stream snapshot)")
+    progress = make_progress(quiet=args.quiet)
+    result = restore(repo, snapshot, Path(args.dest), path=args.path, workers=session.workers, progress=progress)
+    print(f"restored snapshot {snapshot.id[:8]}: {result.files} files, {format_size(result.bytes)} into {args.dest}")
+    return EXIT_PARTIAL if result.warnings else EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace, session: Session) -> int:
+    fraction = 1.0 if args.read_data else (args.read_data_subset or 0.0) / 100
+    if not 0 <= fraction <= 1:
+        raise UsageError("--read-data-subset takes a percentage from 0 to 100")
+    repo = session.repo()
+    result = check(repo, read_fraction=fraction, progress=make_progress(quiet=args.quiet or args.json), rng=random.Random())
+    if args.json:
+        _emit_json(
+            {
+                "ok": result.ok,
+                "errors": result.errors,
+                "warnings": result.warnings,
+                "snapshots": result.snapshots,
+                "packs": result.packs,
+                "packs_read": result.packs_read,
+                "bytes_read": result.bytes_read,
+            }
+        )
+    else:
+        for warning in result.warnings:
+            print(f"warning: {warning}")
+        for error in result.errors:
+            print(f"error: {error}")
+        verdict = "no errors" if result.ok else f"{len(result.errors)} errors"
+        print(
+            f"checked {result.snapshots} snapshots, {result.packs} packs"
+            f" ({result.packs_read} read, {format_size(result.bytes_read)}): {verdict}"
+        )
+    if not result.ok:
+        raise IntegrityError(f"check found {len(result.errors)} damaged or missing objects; see the errors above")
+    return EXIT_OK
+
+
+def cmd_key(args: argparse.Namespace, session: Session) -> int:
+    repo = session.repo()
+    if args.key_command == "list":
+        slots = repo.key_slots()
+        if args.json:
+            _emit_json([{"id": n, "label": s.label, "created": s.created, "current": n == repo.current_slot} for n, s in slots])
+        else:
+            for name, slot in slots:
+                mark = "*" if name == repo.current_slot else " "
+                print(f"{mark} {name[:12]}  {slot.created[:19]}  {slot.label}")
+    elif args.key_command == "add":
+        name = repo.add_key(session.new_passphrase(args.new_passphrase_file), args.label or default_key_label())
+        print(f"added key slot {name[:12]}")
+    elif args.key_command == "remove":
+        repo.remove_key(args.id)
+        print(f"removed key slot {args.id}")
+    elif args.key_command == "passwd":
+        old = repo.current_slot
+        if old is None:
+            raise UsageError("opened with the recovery key, there is no slot to replace; use 'coldvault key add'")
+        name = repo.add_key(session.new_passphrase(args.new_passphrase_file), args.label or default_key_label())
+        repo.remove_key(old)
+        print(f"replaced key slot {old[:12]} with {name[:12]}")
+    elif args.key_command == "export":
+        text = encode_recovery_key(repo.master_key)
+        if args.output:
+            write_secret_file(Path(args.output), (text + "\n").encode())
+            print(f"wrote the recovery key to {args.output} (mode 0600); print it, store it offline, then delete the file")
+        else:
+            print(text)
+            print(
+                "This recovery key opens the repository without any passphrase. Store it offline (paper, a safe);"
+                " anyone holding it can read every backup.",
+                file=sys.stderr,
+            )
+    return EXIT_OK
+
+
+def cmd_config_validate(args: argparse.Namespace, session: Session) -> int:
+    cfg = session.config
+    print(f"{session.config_path}: valid ({len(cfg.targets)} targets, {len(cfg.sources)} sources)")
+    return EXIT_OK
+
+
+def _snapshot_doc(s: Snapshot) -> dict[str, object]:
+    return {
+        "id": s.id,
+        "source": s.source,
+        "kind": s.kind,
+        "time": s.time.isoformat(),
+        "host": s.host,
+        "username": s.username,
+        "paths": list(s.paths),
+        "program": s.program,
+        "parent": s.parent,
+        "summary": s.summary,
+        "warnings": list(s.warnings),
+        "tool_version": s.tool_version,
+    }
+
+
+def _node_doc(node: Node) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "path": "/" + os.fsdecode(node.path),
+        "type": node.type,
+        "mode": f"{node.mode:04o}",
+        "uid": node.uid,
+        "gid": node.gid,
+        "mtime": datetime.fromtimestamp(node.mtime_ns / 1e9, timezone.utc).isoformat(),
+    }
+    if node.type == FILE:
+        doc["size"] = node.size
+    if node.type == SYMLINK:
+        doc["target"] = os.fsdecode(node.target or b"")
+    return doc
+
+
+def _node_line(node: Node) -> str:
+    kind = {"file": "-", "dir": "d", "symlink": "l", "fifo": "p", "socket": "s", "chardev": "c", "blockdev": "b"}[node.type]
+    mode = stat.filemode(node.mode)[1:]
+    when = datetime.fromtimestamp(node.mtime_ns / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M")
+    name = "/" + _printable(node.path)
+    if node.type == SYMLINK:
+        name += " -> " + _printable(node.target or b"")
+    return f"{kind}{mode} {node.uid:>5} {node.gid:>5} {node.size if node.type == FILE else 0:>12} {when}  {name}"
+
+
+
+def _printable(name: bytes) -> str:
+    """A file name as one safe terminal line: invalid UTF-8 and control characters escaped."""
+    text = name.decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -1,0 +1,136 @@
+"""Verify a repository: structure always, and optionally the content of every (or a sample of) pack.
+
+Problems are collected, not raised, so one run names every damaged object.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from coldvault.errors import ColdvaultError, IntegrityError
+from coldvault.engine.progress import Progress
+from coldvault.repo.blob import BlobKind, decode_blob
+from coldvault.repo.crypto import verify_object
+from coldvault.repo.index import Index, PackRecord
+from coldvault.repo.pack import read_header
+from coldvault.repo.repository import PACK_KINDS, Repository
+from coldvault.repo.tree import FILE
+from coldvault.storage.handle import Handle, Kind
+
+
+@dataclass
+class CheckResult:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    snapshots: int = 0
+    packs: int = 0
+    packs_read: int = 0
+    bytes_read: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def check(repo: Repository, *, read_fraction: float, progress: Progress, rng: random.Random) -> CheckResult:
+    result = CheckResult()
+    progress.start("check structure")
+    _check_key_slots(repo, result)
+    index = _load_index(repo, result)
+    stored = _check_packs_listed(repo, index, result)
+    _check_snapshots(repo, index, result)
+    progress.finish()
+    if read_fraction > 0:
+        packs = sorted((p for p in index.packs() if p.name in stored), key=lambda p: p.name)
+        chosen = packs if read_fraction >= 1 else rng.sample(packs, max(1, round(len(packs) * read_fraction))) if packs else []
+        progress.start("check data", sum(p.length for p in chosen))
+        for pack in chosen:
+            _read_pack(repo, pack, result)
+            progress.advance(pack.length)
+        progress.finish()
+    return result
+
+
+def _check_key_slots(repo: Repository, result: CheckResult) -> None:
+    for info in repo.store.list(Kind.KEY):
+        try:
+            data = repo.store.get(info.handle)
+            verify_object(info.handle.name, data, f"key slot {info.handle}")
+        except ColdvaultError as exc:
+            result.errors.append(str(exc))
+
+
+def _load_index(repo: Repository, result: CheckResult) -> Index:
+    index = Index()
+    for info in repo.store.list(Kind.INDEX):
+        try:
+            for record in repo.read_index_object(info.handle.name):
+                index.add(record)
+        except ColdvaultError as exc:
+            result.errors.append(f"{info.handle}: {exc}")
+    return index
+
+
+def _check_packs_listed(repo: Repository, index: Index, result: CheckResult) -> set[str]:
+    """Every indexed pack must be stored with its indexed size; returns the names that are."""
+    stored: dict[str, int] = {}
+    for kind in PACK_KINDS.values():
+        for info in repo.store.list(kind):
+            stored[info.handle.name] = info.size
+    ok = set()
+    for pack in index.packs():
+        result.packs += 1
+        handle = Handle(PACK_KINDS[pack.kind], pack.name)
+        if pack.name not in stored:
+            result.errors.append(f"{handle}: missing (the index lists it)")
+        elif stored[pack.name] != pack.length:
+            result.errors.append(f"{handle}: {stored[pack.name]} bytes stored, the index says {pack.length}")
+        else:
+            ok.add(pack.name)
+    unindexed = set(stored) - {p.name for p in index.packs()}
+    if unindexed:
+        result.warnings.append(f"{len(unindexed)} packs are not in any index (left by an interrupted backup)")
+    return ok
+
+
+def _check_snapshots(repo: Repository, index: Index, result: CheckResult) -> None:
+    for info in repo.store.list(Kind.SNAPSHOT):
+        result.snapshots += 1
+        try:
+            snapshot = repo.read_snapshot(info.handle.name)
+            missing = [c for c in snapshot.listing if index.lookup(c) is None]
+            if missing:
+                result.errors.append(f"{info.handle}: {len(missing)} listing chunks are missing from the index")
+                continue
+            for node in repo.listing(snapshot):
+                if node.type == FILE:
+                    lost = sum(1 for c in node.chunks if index.lookup(c) is None)
+                    if lost:
+                        result.errors.append(f"{info.handle}: file {node.path!r} has {lost} chunks missing from the index")
+        except ColdvaultError as exc:
+            result.errors.append(f"{info.handle}: {exc}")
+
+
+def _read_pack(repo: Repository, pack: PackRecord, result: CheckResult) -> None:
+    """Download a whole pack; its name, header and every blob must verify and agree with the index."""
+    handle = Handle(PACK_KINDS[pack.kind], pack.name)
+    try:
+        data = repo.store.get(handle)
+        result.packs_read += 1
+        result.bytes_read += len(data)
+        verify_object(pack.name, data, str(handle))
+        header = read_header(repo.subkeys.meta, data, what=str(handle))
+        if sorted(header, key=lambda e: e.offset) != sorted(pack.entries, key=lambda e: e.offset):
+            raise IntegrityError(f"{handle}: its header and the index disagree")
+        for entry in header:
+            plaintext = decode_blob(
+                repo.subkeys.data, entry.kind, entry.chunk_id, data[entry.offset : entry.offset + entry.length], entry.raw_length
+            )
+            if repo.subkeys.chunk_id(plaintext) != entry.chunk_id:
+                raise IntegrityError(f"{handle}: chunk {entry.chunk_id.hex()[:16]} has wrong content")
+            if entry.kind is not BlobKind(pack.kind):
+                raise IntegrityError(f"{handle}: holds a blob of the wrong kind")
+    except ColdvaultError as exc:
+        message = str(exc)
+        result.errors.append(message if str(handle) in message else f"{handle}: {message}")

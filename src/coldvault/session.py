@@ -1,0 +1,89 @@
+"""What every command needs: the config, the targets' store, the key, the open repository."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from coldvault.config import Config, Secret, load_config, read_secret_file
+from coldvault.errors import ConfigError, UsageError, WrongKey
+from coldvault.repo.keys import decode_recovery_key
+from coldvault.repo.repository import Repository
+from coldvault.storage.factory import open_targets
+from coldvault.storage.protocol import Store
+
+PASSPHRASE_ENV = "COLDVAULT_PASSPHRASE"
+NEW_PASSPHRASE_ENV = "COLDVAULT_NEW_PASSPHRASE"
+CONFIG_ENV = "COLDVAULT_CONFIG"
+
+
+@dataclass
+class Session:
+    config: Config
+    config_path: Path
+    recovery_key_file: Path | None = None
+    _repo: Repository | None = None
+
+    @classmethod
+    def load(cls, config: str | None, recovery_key_file: str | None = None) -> Session:
+        path = config or os.environ.get(CONFIG_ENV)
+        if not path:
+            raise UsageError(f"no config file given; pass --config FILE or set {CONFIG_ENV}")
+        return cls(load_config(Path(path)), Path(path), Path(recovery_key_file) if recovery_key_file else None)
+
+    @property
+    def workers(self) -> int:
+        return self.config.repository.workers or os.cpu_count() or 2
+
+    def store(self) -> Store:
+        return open_targets(list(self.config.targets))
+
+    def repo(self) -> Repository:
+        if self._repo is None:
+            store = self.store()
+            if self.recovery_key_file is not None:
+                self._repo = Repository.open(store, recovery_key=self.recovery_key())
+            else:
+                self._repo = Repository.open(store, passphrase=self.passphrase())
+        return self._repo
+
+    def passphrase(self, *, confirm: bool = False) -> Secret:
+        """From repository.passphrase_file, else $COLDVAULT_PASSPHRASE, else a prompt on a terminal."""
+        configured = self.config.repository.passphrase_file
+        if configured is not None:
+            return read_secret_file(configured, what="passphrase")
+        from_env = os.environ.get(PASSPHRASE_ENV)
+        if from_env:
+            return Secret(from_env.encode())
+        return prompt_secret("repository passphrase", confirm=confirm, hint=f"set repository.passphrase_file or {PASSPHRASE_ENV}")
+
+    def new_passphrase(self, file: str | None) -> Secret:
+        """A passphrase for a new key slot: --new-passphrase-file, $COLDVAULT_NEW_PASSPHRASE, or a prompt."""
+        if file:
+            return read_secret_file(Path(file), what="new passphrase")
+        from_env = os.environ.get(NEW_PASSPHRASE_ENV)
+        if from_env:
+            return Secret(from_env.encode())
+        return prompt_secret("new passphrase", confirm=True, hint=f"pass --new-passphrase-file or set {NEW_PASSPHRASE_ENV}")
+
+    def recovery_key(self) -> Secret:
+        assert self.recovery_key_file is not None
+        text = read_secret_file(self.recovery_key_file, what="recovery key").reveal()
+        try:
+            return decode_recovery_key(text.decode("ascii"))
+        except UnicodeDecodeError:
+            raise WrongKey(f"{self.recovery_key_file} does not hold a recovery key (not text)") from None
+
+
+def prompt_secret(what: str, *, confirm: bool, hint: str) -> Secret:
+    if not sys.stdin.isatty():
+        raise ConfigError(f"no {what} available and no terminal to ask on; {hint}")
+    first = getpass.getpass(f"{what}: ")
+    if not first:
+        raise ConfigError(f"the {what} must not be empty")
+    if confirm and getpass.getpass(f"{what} again: ") != first:
+        raise ConfigError(f"the two {what}s differ; nothing was changed")
+    return Secret(first.encode())
