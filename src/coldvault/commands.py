@@ -168,11 +168,9 @@ def cmd_key(args: argparse.Namespace, session: Session) -> int:
         repo.remove_key(args.id)
         print(f"removed key slot {args.id}")
     elif args.key_command == "passwd":
-        old = repo.current_slot
-        if old is None:
-            raise UsageError("opened with the recovery key, there is no slot to replace; use 'coldvault key add'")
-        name = repo.add_key(session.new_passphrase(args.new_passphrase_file), args.label or default_key_label())
-        repo.remove_key(old)
+        old, name = repo.replace_current_key(
+            session.new_passphrase(args.new_passphrase_file), args.label or default_key_label()
+        )
         print(f"replaced key slot {old[:12]} with {name[:12]}")
     elif args.key_command == "export":
         text = encode_recovery_key(repo.master_key)

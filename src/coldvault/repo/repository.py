@@ -151,6 +151,15 @@ class Repository:
             raise UsageError("refusing to remove the key slot in use; use 'coldvault key passwd' to replace it")
         self.store.delete(Handle(Kind.KEY, matches[0]))
 
+    def replace_current_key(self, passphrase: Secret, label: str) -> tuple[str, str]:
+        """Add a slot for the new passphrase, then remove the one in use: never a moment with no slot."""
+        old = self._slot
+        if old is None:
+            raise UsageError("opened with the recovery key, there is no slot to replace; use 'coldvault key add'")
+        self._slot = self.add_key(passphrase, label)
+        self.store.delete(Handle(Kind.KEY, old))
+        return old, self._slot
+
     @property
     def master_key(self) -> Secret:
         return self._master
@@ -297,19 +306,26 @@ def _unlock(store: Store, repository_id: str, passphrase: Secret) -> tuple[Secre
     slots = list(store.list(Kind.KEY))
     if not slots:
         raise WrongKey(f"target {store.name!r} has no key slots; open it with the recovery key and add one")
+    damaged = []
     for info in slots:
         data = store.get(info.handle)
         try:
             verify_object(info.handle.name, data, "key slot")
             slot = KeySlot.decode(data, what="key slot")
         except IntegrityError:
-            continue  # a damaged slot must not lock us out if another one works
+            damaged.append(str(info.handle))  # a damaged slot must not lock us out if another one works
+            continue
         if slot.repository_id != repository_id:
             continue
         try:
             return slot.unwrap(passphrase), info.handle.name
         except WrongKey:
             continue
+    if damaged:
+        raise IntegrityError(
+            f"key slot {', '.join(damaged)} is corrupt and no other slot opens with this passphrase;"
+            " open the repository with --recovery-key-file and add a new slot"
+        )
     raise WrongKey("wrong passphrase: no key slot opens with it; check the passphrase file or COLDVAULT_PASSPHRASE")
 
 

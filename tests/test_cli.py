@@ -1,0 +1,250 @@
+"""End-to-end: the real `coldvault` command in a subprocess, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PASSPHRASE = "correct horse battery staple"
+
+
+class CLI:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.config = root / "coldvault.toml"
+        self.outputs: list[str] = []
+
+    def write_config(self, text: str) -> None:
+        self.config.write_text(text)
+
+    def __call__(self, *args: str, passphrase: str | None = PASSPHRASE, env: dict[str, str] | None = None):
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("COLDVAULT_")}
+        if passphrase is not None:
+            full_env["COLDVAULT_PASSPHRASE"] = passphrase
+        full_env.update(env or {})
+        done = subprocess.run(
+            [sys.executable, "-m", "coldvault", "--config", str(self.config), *args],
+            capture_output=True,
+            env=full_env,
+            timeout=120,
+        )
+        self.outputs += [done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")]
+        assert "Traceback" not in done.stderr.decode(errors="replace"), done.stderr
+        return done
+
+
+def basic_config(root: Path, *, command: str = "seq 1 50000") -> str:
+    return f"""
+[repository.format]
+chunk_min_size = "16KiB"
+chunk_avg_size = "64KiB"
+chunk_max_size = "256KiB"
+pack_size = "512KiB"
+
+[[targets]]
+name = "primary"
+type = "local"
+path = "{root}/repo"
+
+[[sources]]
+name = "files"
+paths = ["{root}/data"]
+exclude = ["*.tmp"]
+
+[[sources]]
+name = "db"
+command = "{command}"
+filename = "db.sql"
+"""
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> CLI:
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "a.txt").write_text("hello\n" * 1000)
+    (data / "sub" / "b.bin").write_bytes(os.urandom(300_000))
+    (data / "skip.tmp").write_text("excluded")
+    os.symlink("a.txt", data / "link")
+    tool = CLI(tmp_path)
+    tool.write_config(basic_config(tmp_path))
+    return tool
+
+
+@pytest.fixture
+def initialised(cli: CLI) -> CLI:
+    assert cli("init").returncode == 0
+    assert cli("backup").returncode == 0
+    return cli
+
+
+def test_full_round_trip(initialised: CLI, tmp_path: Path) -> None:
+    cli = initialised
+    snapshots = json.loads(cli("snapshots", "--json").stdout)
+    assert sorted(s["source"] for s in snapshots) == ["db", "files"]
+
+    listing = cli("ls", "latest", "--source", "files").stdout.decode()
+    assert "a.txt" in listing and "skip.tmp" not in listing and "link -> a.txt" in listing
+
+    assert cli("restore", "latest", str(tmp_path / "out"), "--source", "files").returncode == 0
+    restored = tmp_path / "out" / str(tmp_path / "data").lstrip("/")
+    assert (restored / "a.txt").read_text() == "hello\n" * 1000
+    assert (restored / "sub" / "b.bin").read_bytes() == (tmp_path / "data" / "sub" / "b.bin").read_bytes()
+    assert os.readlink(restored / "link") == "a.txt"
+    assert not (restored / "skip.tmp").exists()
+
+    dump = cli("restore", "latest", "--source", "db", "--stdout").stdout
+    assert dump == subprocess.run(["seq", "1", "50000"], capture_output=True).stdout
+
+    check = cli("check", "--read-data")
+    assert check.returncode == 0 and b"no errors" in check.stdout
+
+
+def test_restore_subtree_only(initialised: CLI, tmp_path: Path) -> None:
+    sub = str(tmp_path / "data" / "sub")
+    assert initialised("restore", "latest", str(tmp_path / "out"), "--source", "files", "--path", sub).returncode == 0
+    restored = tmp_path / "out" / str(tmp_path / "data").lstrip("/")
+    assert (restored / "sub" / "b.bin").exists() and not (restored / "a.txt").exists()
+
+
+def test_second_backup_reuses_unchanged_files(initialised: CLI) -> None:
+    second = json.loads(initialised("backup", "--source", "files", "--json").stdout)[0]
+    assert second["summary"]["reused_files"] == 2 and second["summary"]["new_bytes"] == 0
+    assert second["parent"] is not None
+
+
+OBJECT_DIRS = ["keys", "snapshots", "index", "data", "tree"]
+
+
+@pytest.mark.parametrize("folder", OBJECT_DIRS)
+def test_flipping_one_byte_anywhere_is_detected_and_named(initialised: CLI, tmp_path: Path, folder: str) -> None:
+    victim = sorted(p for p in (tmp_path / "repo" / folder).rglob("*") if p.is_file())[0]
+    victim.chmod(0o644)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    victim.write_bytes(bytes(data))
+
+    check = initialised("check", "--read-data")
+    assert check.returncode == 13
+    assert victim.name[:12] in check.stdout.decode() + check.stderr.decode()
+
+
+def test_tampered_config_is_refused(initialised: CLI, tmp_path: Path) -> None:
+    config = tmp_path / "repo" / "config"
+    config.chmod(0o644)
+    doc = json.loads(config.read_text())
+    doc["sealed"] = doc["sealed"][:-8] + ("A" * 8 if not doc["sealed"].endswith("A" * 8) else "B" * 8)
+    config.write_text(json.dumps(doc))
+    done = initialised("snapshots")
+    assert done.returncode == 13 and b"config" in done.stderr
+
+
+def test_corrupt_pack_never_restores_silently(initialised: CLI, tmp_path: Path) -> None:
+    for pack in (tmp_path / "repo" / "data").rglob("*"):
+        if pack.is_file():
+            pack.chmod(0o644)
+            data = bytearray(pack.read_bytes())
+            data[100] ^= 0xFF
+            pack.write_bytes(bytes(data))
+    done = initialised("restore", "latest", str(tmp_path / "out"), "--source", "files")
+    assert done.returncode == 13
+    assert b"corrupt" in done.stderr or b"tampered" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "code", "needle"),
+    [
+        ("missing-config", ["snapshots"], 10, b"does not exist"),
+        ("bad-toml", ["snapshots"], 10, b"not valid TOML"),
+        ("unknown-key", ["snapshots"], 10, b"pth"),
+        ("not-initialised", ["snapshots"], 12, b"coldvault init"),
+        ("ok", ["init"], 12, b"already holds"),
+        ("wrong-passphrase", ["snapshots"], 11, b"wrong passphrase"),
+        ("ok", ["restore", "deadbeef", "/tmp/nowhere"], 2, b"no snapshot"),
+        ("ok", ["backup", "--source", "nope"], 2, b"no source named"),
+        ("failing-command", ["backup", "--source", "db"], 15, b"boom"),
+        ("no-passphrase", ["snapshots"], 10, b"COLDVAULT_PASSPHRASE"),
+    ],
+)
+def test_user_errors_are_one_line_with_their_exit_code(
+    cli: CLI, tmp_path: Path, setup: str, args: list[str], code: int, needle: bytes
+) -> None:
+    passphrase: str | None = PASSPHRASE
+    if setup != "not-initialised":
+        assert cli("init").returncode == 0
+    if setup == "missing-config":
+        cli.config.unlink()
+    elif setup == "bad-toml":
+        cli.write_config("[[targets]\n")
+    elif setup == "unknown-key":
+        cli.write_config(basic_config(tmp_path).replace('path = "', 'pth = "', 1))
+    elif setup == "wrong-passphrase":
+        passphrase = "not it"
+    elif setup == "failing-command":
+        cli.write_config(basic_config(tmp_path, command="sh -c 'echo boom >&2; exit 3'"))
+    elif setup == "no-passphrase":
+        passphrase = None
+    done = cli(*args, passphrase=passphrase)
+    assert done.returncode == code, done.stderr
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and needle in done.stderr, done.stderr
+    if setup == "failing-command":
+        assert json.loads(cli("snapshots", "--json", "--source", "db").stdout) == []
+
+
+def test_recovery_key_restores_access_without_any_slot_passphrase(initialised: CLI, tmp_path: Path) -> None:
+    cli = initialised
+    recovery = tmp_path / "recovery.txt"
+    assert cli("key", "export", "--output", str(recovery)).returncode == 0
+    assert recovery.stat().st_mode & 0o777 == 0o600
+
+    # The passphrase is forgotten; the recovery key alone lists snapshots and adds a new slot.
+    forgotten = {"COLDVAULT_NEW_PASSPHRASE": "a new passphrase"}
+    assert cli("snapshots", "--recovery-key-file", str(recovery), passphrase=None).returncode == 0
+    assert cli("key", "add", "--recovery-key-file", str(recovery), passphrase=None, env=forgotten).returncode == 0
+    assert cli("snapshots", passphrase="a new passphrase").returncode == 0
+
+    slots = json.loads(cli("key", "list", "--json").stdout)
+    assert len(slots) == 2
+    old = next(s for s in slots if s["current"])["id"]
+    assert cli("key", "remove", old[:10]).returncode == 2  # the slot in use is kept
+    assert cli("key", "remove", old[:10], passphrase="a new passphrase").returncode == 0
+    assert cli("snapshots").returncode == 11
+
+    mistyped = recovery.read_text().replace("-", "-X", 1)
+    recovery.chmod(0o600)
+    recovery.write_text(mistyped)
+    assert cli("snapshots", "--recovery-key-file", str(recovery), passphrase=None).returncode == 11
+
+
+def test_key_passwd_replaces_the_slot_in_use(initialised: CLI) -> None:
+    done = initialised("key", "passwd", env={"COLDVAULT_NEW_PASSPHRASE": "rotated"})
+    assert done.returncode == 0
+    assert initialised("snapshots").returncode == 11
+    assert initialised("snapshots", passphrase="rotated").returncode == 0
+
+
+def test_passphrase_file_and_secrets_never_printed(cli: CLI, tmp_path: Path) -> None:
+    secret_file = tmp_path / "pass"
+    secret_file.write_text("file-passphrase-71d2\n")
+    cli.write_config(f'[repository]\npassphrase_file = "{secret_file}"\n' + basic_config(tmp_path))
+    for args in (["init"], ["backup"], ["snapshots", "--json"], ["check"], ["key", "list"]):
+        assert cli(*args, passphrase=None).returncode == 0
+    assert not any("file-passphrase-71d2" in out or PASSPHRASE in out for out in cli.outputs)
+
+
+def test_two_targets_hold_byte_identical_repositories(tmp_path: Path, cli: CLI) -> None:
+    cli.write_config(
+        basic_config(tmp_path) + f'\n[[targets]]\nname = "offsite"\ntype = "local"\npath = "{tmp_path}/repo2"\n'
+    )
+    assert cli("init").returncode == 0 and cli("backup").returncode == 0
+
+    def contents(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    assert contents(tmp_path / "repo") == contents(tmp_path / "repo2")
