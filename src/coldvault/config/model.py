@@ -67,6 +67,8 @@ class FormatConfig(_Strict):
     def _ordered(self) -> FormatConfig:
         if not 64 <= self.chunk_min_size <= self.chunk_avg_size <= self.chunk_max_size:
             raise ValueError("chunk sizes must satisfy 64 <= chunk_min_size <= chunk_avg_size <= chunk_max_size")
+        if self.chunk_avg_size < 256 or self.chunk_max_size < 1024:  # FastCDC's lower limits
+            raise ValueError("chunk_avg_size must be at least 256 and chunk_max_size at least 1KiB")
         if self.chunk_avg_size > 4 << 20 or self.chunk_min_size > 1 << 20 or self.chunk_max_size > 16 << 20:
             raise ValueError("chunk sizes are limited to min 1MiB, avg 4MiB, max 16MiB")
         if self.pack_size > 1 << 30:

@@ -218,7 +218,7 @@ def _read_tree(run: _Run, source: Source, parent: Snapshot | None) -> None:
                 continue
             node.link_group = len(leaders)
         before = previous.get(node.path)
-        if before is not None and _unchanged(before, st) and all(c in index for c in before.chunks):
+        if before is not None and _unchanged(before, st) and all(index.has(BlobKind.DATA, c) for c in before.chunks):
             node.chunks, node.size = before.chunks, before.size
             run.stats["reused_files"] += 1
             run.progress.advance(node.size)

@@ -99,13 +99,13 @@ def _check_snapshots(repo: Repository, index: Index, result: CheckResult) -> Non
         result.snapshots += 1
         try:
             snapshot = repo.read_snapshot(info.handle.name)
-            missing = [c for c in snapshot.listing if index.lookup(c) is None]
+            missing = [c for c in snapshot.listing if not index.has(BlobKind.TREE, c)]
             if missing:
                 result.errors.append(f"{info.handle}: {len(missing)} listing chunks are missing from the index")
                 continue
             for node in repo.listing(snapshot):
                 if node.type == FILE:
-                    lost = sum(1 for c in node.chunks if index.lookup(c) is None)
+                    lost = sum(1 for c in node.chunks if not index.has(BlobKind.DATA, c))
                     if lost:
                         result.errors.append(f"{info.handle}: file {node.path!r} has {lost} chunks missing from the index")
         except ColdvaultError as exc:

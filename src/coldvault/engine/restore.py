@@ -222,7 +222,7 @@ class _Restorer:
             self.links[node.link_group] = node.path
         open_file = _OpenFile(node, fd)
         for chunk_id in node.chunks:
-            location = self.repo.index.lookup(chunk_id)
+            location = self.repo.index.lookup(BlobKind.DATA, chunk_id)
             weight = location.raw_length if location else 0
             self.pipeline.submit(self.repo.read_blob, BlobKind.DATA, chunk_id, weight=weight, tag=_Task(open_file))
         self.pipeline.put(None, _Task(open_file, last=True))
@@ -296,7 +296,7 @@ def restore_to_stream(repo: Repository, snapshot: Snapshot, out: BinaryIO, *, wo
     with ThreadPoolExecutor(workers) as pool:
         pipeline: OrderedPipeline[None] = OrderedPipeline(pool, consume, max_bytes=_IN_FLIGHT_BYTES, max_items=1024)
         for chunk_id in files[0].chunks:
-            location = repo.index.lookup(chunk_id)
+            location = repo.index.lookup(BlobKind.DATA, chunk_id)
             pipeline.submit(repo.read_blob, BlobKind.DATA, chunk_id, weight=location.raw_length if location else 0, tag=None)
         pipeline.drain()
     out.flush()

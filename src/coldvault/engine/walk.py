@@ -54,7 +54,8 @@ def walk(paths: list[bytes], excludes: Excludes, one_file_system: bool, warn: Wa
 
 def _normalised_roots(paths: list[bytes]) -> list[bytes]:
     """Absolute, sorted in listing order, with paths inside another listed path dropped."""
-    absolute = sorted({os.path.abspath(p) for p in paths}, key=lambda p: p.split(b"/"))
+    # POSIX lets abspath keep a leading '//', which would make listing paths absolute.
+    absolute = sorted({b"/" + os.path.abspath(p).lstrip(b"/") for p in paths}, key=lambda p: p.split(b"/"))
     roots: list[bytes] = []
     for path in absolute:
         if path == b"/":

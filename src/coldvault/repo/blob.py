@@ -44,9 +44,12 @@ def decode_blob(key: bytes, kind: BlobKind, chunk_id: bytes, sealed: bytes | mem
     if body[:1] == bytes((_RAW,)):
         plaintext = body[1:]
     elif body[:1] == bytes((_ZSTD,)):
+        # The frame must declare exactly the indexed length: one-shot decompression then writes
+        # into a buffer of that size and cannot be inflated beyond it (no zip bomb).
         try:
-            # max_output_size bounds memory even if a (key-holding) attacker wrote a zip bomb
-            plaintext = zstandard.ZstdDecompressor().decompress(body[1:], max_output_size=raw_length)
+            if zstandard.frame_content_size(body[1:]) != raw_length:
+                raise IntegrityError(f"{what} declares a different length than the index")
+            plaintext = zstandard.ZstdDecompressor().decompress(body[1:])
         except zstandard.ZstdError:
             raise IntegrityError(f"{what} does not decompress") from None
     else:

@@ -29,7 +29,7 @@ def wrap(key: bytes, kind: EnvelopeType, body: bytes) -> bytes:
 
 def unwrap(key: bytes, kind: EnvelopeType, data: bytes, *, what: str) -> bytes:
     header = data[:6]
-    if header[:4] != MAGIC:
+    if len(data) < 6 or header[:4] != MAGIC:
         raise IntegrityError(f"{what} is not a coldvault object")
     if header[4] != VERSION:
         raise IntegrityError(f"{what} has format version {header[4]}; this coldvault reads version {VERSION}")

@@ -75,25 +75,30 @@ def decode_index(body: bytes, *, what: str) -> list[PackRecord]:
 
 
 class Index:
-    """chunk id → Location, plus pack name → PackRecord.  Not thread-safe for writers."""
+    """(kind, chunk id) → Location, plus pack name → PackRecord.  Not thread-safe for writers.
+
+    Keyed by kind too: a file may contain exactly the bytes of a listing chunk, and
+    the two must each be stored under their own kind.
+    """
 
     def __init__(self) -> None:
-        self._chunks: dict[bytes, Location] = {}
+        self._chunks: dict[tuple[BlobKind, bytes], Location] = {}
         self._packs: dict[str, PackRecord] = {}
 
     def add(self, pack: PackRecord) -> None:
         self._packs[pack.name] = pack
         for e in pack.entries:
-            self._chunks.setdefault(e.chunk_id, Location(pack.name, e.kind, e.offset, e.length, e.raw_length))
+            location = Location(pack.name, e.kind, e.offset, e.length, e.raw_length)
+            self._chunks.setdefault((e.kind, e.chunk_id), location)
 
-    def __contains__(self, chunk_id: bytes) -> bool:
-        return chunk_id in self._chunks
+    def has(self, kind: BlobKind, chunk_id: bytes) -> bool:
+        return (kind, chunk_id) in self._chunks
 
     def __len__(self) -> int:
         return len(self._chunks)
 
-    def lookup(self, chunk_id: bytes) -> Location | None:
-        return self._chunks.get(chunk_id)
+    def lookup(self, kind: BlobKind, chunk_id: bytes) -> Location | None:
+        return self._chunks.get((kind, chunk_id))
 
     def packs(self) -> Iterator[PackRecord]:
         return iter(self._packs.values())

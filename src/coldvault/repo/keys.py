@@ -25,7 +25,10 @@ SLOT_VERSION = 1
 # OWASP's first Argon2id recommendation is m=46 MiB, t=1, p=1; a backup key is
 # unlocked rarely, so spend more: 64 MiB, 3 passes (about 0.15 s here).
 DEFAULT_KDF = {"algorithm": "argon2id", "memory_kib": 65536, "iterations": 3, "lanes": 4}
-_KDF_LIMITS = {"memory_kib": (8192, 4 << 20), "iterations": (1, 64), "lanes": (1, 64)}
+# Anyone can plant a key slot (slots are plaintext), and every unlock tries every slot: the
+# limits keep a hostile slot to about a second of work and 1 GiB of memory.
+_KDF_LIMITS = {"memory_kib": (8192, 1 << 20), "iterations": (1, 16), "lanes": (1, 16)}
+_SALT_SIZE = 16
 _RECOVERY_PREFIX = "cvrk1"
 
 
@@ -45,7 +48,7 @@ class KeySlot:
     @classmethod
     def create(cls, master: Secret, passphrase: Secret, *, repository_id: str, label: str, created: str) -> KeySlot:
         kdf = dict(DEFAULT_KDF)
-        salt = os.urandom(16)
+        salt = os.urandom(_SALT_SIZE)
         kek = _derive_kek(passphrase, salt, kdf)
         wrapped = seal(kek, master.reveal(), _slot_aad(repository_id, kdf, salt))
         return cls(repository_id, kdf, salt, wrapped, label, created)
@@ -77,10 +80,13 @@ class KeySlot:
                 raise IntegrityError(f"{what} has unsupported version {doc['version']!r}; upgrade coldvault")
             kdf = doc["kdf"]
             _check_kdf(kdf)
+            salt = base64.b64decode(doc["salt"], validate=True)
+            if len(salt) != _SALT_SIZE:
+                raise ValueError("salt size")
             return cls(
                 repository_id=str(doc["repository_id"]),
                 kdf=kdf,
-                salt=base64.b64decode(doc["salt"], validate=True),
+                salt=salt,
                 wrapped=base64.b64decode(doc["wrapped_master_key"], validate=True),
                 label=str(doc.get("label", "")),
                 created=str(doc.get("created", "")),
@@ -95,7 +101,7 @@ def _check_kdf(kdf: object) -> None:
         raise ValueError("unsupported kdf")
     for name, (low, high) in _KDF_LIMITS.items():
         value = kdf.get(name)
-        if not isinstance(value, int) or not low <= value <= high:
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
             raise ValueError(f"kdf {name} out of range")
 
 

@@ -80,8 +80,8 @@ def decode_snapshot(body: bytes, snapshot_id: str) -> Snapshot:
             tool_version=_str(doc["tool_version"]),
             paths=tuple(_str(p) for p in doc["paths"]),
             program=None if doc["program"] is None else _str(doc["program"]),
-            listing=tuple(bytes.fromhex(_str(c)) for c in doc["listing"]),
-            parent=None if doc["parent"] is None else _str(doc["parent"]),
+            listing=tuple(_chunk_id(c) for c in doc["listing"]),
+            parent=None if doc["parent"] is None else _object_name(doc["parent"]),
             summary=summary,
             warnings=tuple(_str(w) for w in doc["warnings"]),
             id=snapshot_id,
@@ -90,6 +90,19 @@ def decode_snapshot(body: bytes, snapshot_id: str) -> Snapshot:
         raise
     except (ValueError, KeyError, TypeError):
         raise IntegrityError(f"{what} has a malformed manifest") from None
+
+
+def _chunk_id(value: object) -> bytes:
+    raw = bytes.fromhex(_str(value))
+    if len(raw) != 32:
+        raise ValueError("chunk id")
+    return raw
+
+
+def _object_name(value: object) -> str:
+    if len(_chunk_id(value)) != 32 or value != str(value).lower():
+        raise ValueError("object name")
+    return str(value)
 
 
 def _str(value: object) -> str:

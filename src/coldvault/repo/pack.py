@@ -72,7 +72,7 @@ def read_header(meta_key: bytes, pack: bytes, *, what: str) -> list[PackEntry]:
     if blob_area < 0:
         raise IntegrityError(f"{what} is truncated: header length points before its start")
     header = unseal(meta_key, memoryview(pack)[blob_area : len(pack) - _COUNT.size], _AAD, what=f"{what} header")
-    if header[:4] != _MAGIC or header[4] != _VERSION:
+    if len(header) < 9 or header[:4] != _MAGIC or header[4] != _VERSION:
         raise IntegrityError(f"{what} header has an unknown format")
     (count,) = _COUNT.unpack_from(header, 5)
     if len(header) != 9 + count * _ENTRY.size:

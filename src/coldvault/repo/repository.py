@@ -196,8 +196,8 @@ class Repository:
 
     def read_blob(self, kind: BlobKind, chunk_id: bytes) -> bytes:
         """A chunk's plaintext, fetched with a range read and proven by its keyed hash."""
-        location = self.index.lookup(chunk_id)
-        if location is None or location.kind != kind:
+        location = self.index.lookup(kind, chunk_id)
+        if location is None:
             raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is missing from the index; run 'coldvault check'")
         sealed = self.store.get(
             Handle(PACK_KINDS[kind], location.pack), offset=location.offset, length=location.length
@@ -333,7 +333,11 @@ def _decode_config_body(body: bytes, repository_id: str, seed: int) -> RepoForma
     try:
         doc = json.loads(body)
         chunker = doc["chunker"]
-        if doc["repository_id"] != repository_id or chunker["algorithm"] != "fastcdc2020":
+        if (
+            doc["repository_id"] != repository_id
+            or chunker["algorithm"] != "fastcdc2020"
+            or chunker["normalized_chunking"] != NORMALIZED_CHUNKING
+        ):
             raise ValueError("mismatch")
         # Re-validate through the typed model: sealed or not, sizes out of range must not reach FastCDC.
         params = FormatConfig(

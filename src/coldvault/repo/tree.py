@@ -60,6 +60,7 @@ def check_relative_path(path: bytes, what: str = "path") -> bytes:
 
 
 def encode_node(node: Node) -> bytes:
+    check_relative_path(node.path)  # never write what a reader would have to refuse
     doc: dict[str, object] = {}
     _put_bytes(doc, "path", node.path)
     doc.update(type=node.type, mode=node.mode, uid=node.uid, gid=node.gid, mtime_ns=node.mtime_ns)
@@ -87,7 +88,7 @@ def decode_node(line: bytes) -> Node:
     node = Node(
         path=check_relative_path(_get_bytes(doc, "path")),
         type=node_type,
-        mode=_int(doc, "mode", 0, 0o7777),
+        mode=_int(doc, "mode", 0, 0o10000),
         uid=_int(doc, "uid"),
         gid=_int(doc, "gid"),
         mtime_ns=_int(doc, "mtime_ns", -(1 << 63), 1 << 63),

@@ -21,7 +21,7 @@ class BlobWriter:
     def __init__(self, repo: Repository, *, compression_level: int = 3, uploads_in_flight: int = 2) -> None:
         self._repo = repo
         self._level = compression_level
-        self._claimed: set[bytes] = set()
+        self._claimed: set[tuple[BlobKind, bytes]] = set()
         self._lock = threading.Lock()
         self._builders = {kind: PackBuilder(kind) for kind in BlobKind}
         self._uploader = ThreadPoolExecutor(uploads_in_flight, thread_name_prefix="coldvault-upload")
@@ -36,12 +36,12 @@ class BlobWriter:
     def store(self, kind: BlobKind, plaintext: bytes | memoryview) -> bytes:
         """Return the chunk id; seal and pack the chunk only if the repository lacks it."""
         chunk_id = self._repo.subkeys.chunk_id(plaintext)
-        if chunk_id in self._known:
+        if self._known.has(kind, chunk_id):
             return chunk_id
         with self._lock:
-            if chunk_id in self._claimed:
+            if (kind, chunk_id) in self._claimed:
                 return chunk_id
-            self._claimed.add(chunk_id)
+            self._claimed.add((kind, chunk_id))
         blob = encode_blob(self._repo.subkeys.data, kind, chunk_id, plaintext, self._compressor())
         self._add(kind, chunk_id, blob, len(plaintext))
         return chunk_id
