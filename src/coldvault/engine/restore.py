@@ -43,7 +43,10 @@ def select_nodes(nodes: Iterable[Node], path: str | None) -> Iterator[Node]:
     if not path:
         yield from nodes
         return
-    wanted = check_relative_path(os.fsencode(path.strip("/")), "restore path")
+    try:
+        wanted = check_relative_path(os.fsencode(path.strip("/")), "restore path")
+    except IntegrityError:  # the user's typo, not damage: say so with a usage error
+        raise UsageError(f"--path {path!r} must name an entry without '.', '..' or empty components") from None
     prefix = wanted + b"/"
     found = False
     for node in nodes:

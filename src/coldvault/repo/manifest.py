@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from coldvault.errors import IntegrityError
+from coldvault.repo.ids import parse_id
 
 MANIFEST_VERSION = 1
 TREE, STREAM = "tree", "stream"
@@ -69,7 +70,7 @@ def decode_snapshot(body: bytes, snapshot_id: str) -> Snapshot:
         if time.tzinfo is None:
             raise ValueError("time")
         summary = doc["summary"]
-        if not isinstance(summary, dict) or not all(isinstance(v, int) for v in summary.values()):
+        if not isinstance(summary, dict) or not all(type(v) is int for v in summary.values()):
             raise ValueError("summary")
         return Snapshot(
             source=_str(doc["source"]),
@@ -78,12 +79,12 @@ def decode_snapshot(body: bytes, snapshot_id: str) -> Snapshot:
             host=_str(doc["host"]),
             username=_str(doc["username"]),
             tool_version=_str(doc["tool_version"]),
-            paths=tuple(_str(p) for p in doc["paths"]),
+            paths=tuple(_str(p) for p in _list(doc["paths"])),
             program=None if doc["program"] is None else _str(doc["program"]),
-            listing=tuple(_chunk_id(c) for c in doc["listing"]),
-            parent=None if doc["parent"] is None else _object_name(doc["parent"]),
+            listing=tuple(parse_id(c) for c in _list(doc["listing"])),
+            parent=None if doc["parent"] is None else parse_id(doc["parent"]).hex(),
             summary=summary,
-            warnings=tuple(_str(w) for w in doc["warnings"]),
+            warnings=tuple(_str(w) for w in _list(doc["warnings"])),
             id=snapshot_id,
         )
     except IntegrityError:
@@ -92,17 +93,10 @@ def decode_snapshot(body: bytes, snapshot_id: str) -> Snapshot:
         raise IntegrityError(f"{what} has a malformed manifest") from None
 
 
-def _chunk_id(value: object) -> bytes:
-    raw = bytes.fromhex(_str(value))
-    if len(raw) != 32:
-        raise ValueError("chunk id")
-    return raw
-
-
-def _object_name(value: object) -> str:
-    if len(_chunk_id(value)) != 32 or value != str(value).lower():
-        raise ValueError("object name")
-    return str(value)
+def _list(value: object) -> list[object]:
+    if not isinstance(value, list):
+        raise TypeError("expected a list")
+    return value
 
 
 def _str(value: object) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from coldvault.errors import IntegrityError
+from coldvault.repo.ids import parse_id
 
 FILE, DIR, SYMLINK, FIFO, SOCKET, CHARDEV, BLOCKDEV = "file", "dir", "symlink", "fifo", "socket", "chardev", "blockdev"
 NODE_TYPES = frozenset({FILE, DIR, SYMLINK, FIFO, SOCKET, CHARDEV, BLOCKDEV})
@@ -98,10 +99,10 @@ def decode_node(line: bytes) -> Node:
         node.ctime_ns = _int(doc, "ctime_ns", -(1 << 63), 1 << 63)
         node.inode = _int(doc, "inode", 0, 1 << 64)
         chunks = doc.get("chunks")
-        if not isinstance(chunks, list) or not all(isinstance(c, str) and len(c) == 64 for c in chunks):
-            raise IntegrityError(f"listing entry {node.path!r} has malformed chunk ids")
         try:
-            node.chunks = [bytes.fromhex(c) for c in chunks]
+            if not isinstance(chunks, list):
+                raise ValueError("chunks")
+            node.chunks = [parse_id(c) for c in chunks]
         except ValueError:
             raise IntegrityError(f"listing entry {node.path!r} has malformed chunk ids") from None
         if "link_group" in doc:
