@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import random
 
 import pytest
 
-from coldvault.repo.chunker import ChunkerParams, cut_buffer, cut_stream
+from coldvault.repo.chunker import ChunkerParams, cut_buffer
 
 PARAMS = ChunkerParams(min_size=2048, avg_size=8192, max_size=65536, seed=12345)
 DATA = random.Random(7).randbytes(1 << 20)
@@ -44,10 +43,6 @@ def test_input_vector_is_the_one_the_cut_points_were_computed_for() -> None:
 
 def test_cut_points_match_the_pinned_vector() -> None:
     assert lengths(PARAMS, DATA) == EXPECTED_LENGTHS
-
-
-def test_cut_stream_matches_the_pinned_vector() -> None:
-    assert [len(c) for c in cut_stream(PARAMS.new(), io.BytesIO(DATA))] == EXPECTED_LENGTHS
 
 
 @pytest.mark.parametrize("size", [0, 1, 2047, 2048, 65536, 65537, 300_001])
@@ -96,23 +91,6 @@ def test_different_seeds_give_different_cut_points() -> None:
     cuts = lambda ls: {sum(ls[: i + 1]) for i in range(len(ls))}  # noqa: E731
     shared = cuts(lengths(other, DATA)) & cuts(EXPECTED_LENGTHS)
     assert len(shared) < len(EXPECTED_LENGTHS) // 4
-
-
-@pytest.mark.parametrize("seed", [1, 7, 2**62 + 3])
-def test_cut_stream_and_cut_buffer_agree(seed: int) -> None:
-    params = ChunkerParams(min_size=256, avg_size=1024, max_size=4096, seed=seed)
-    data = random.Random(seed).randbytes(200_000) + bytes(20_000) + b"abc" * 10_000
-    from_buffer = [bytes(c) for c in cut_buffer(params.new(), data)]
-    from_stream = list(cut_stream(params.new(), io.BytesIO(data)))
-    assert from_stream == from_buffer
-    assert b"".join(from_stream) == data
-
-
-def test_cut_stream_copies_chunks_out_of_the_reused_buffer() -> None:
-    # Chunks of a stream must stay valid after the chunker moves on (it reuses its buffer).
-    chunks = list(cut_stream(PARAMS.new(), io.BytesIO(DATA)))
-    assert all(isinstance(c, bytes) for c in chunks)
-    assert b"".join(chunks) == DATA
 
 
 def test_a_chunker_gives_the_same_cuts_when_reused() -> None:

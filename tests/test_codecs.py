@@ -47,7 +47,20 @@ def build_pack(kind: BlobKind = BlobKind.DATA, blobs: list[bytes] | None = None)
         builder.add(CID[i], blob, raw_length=len(blob) * 2)
     assert builder.size == sum(map(len, blobs))
     data, entries = builder.finish(META)
-    return data, entries, blobs
+    return bytes(data), entries, blobs
+
+
+def test_a_reused_buffer_holds_exactly_the_new_pack() -> None:
+    # The writer recycles pack buffers: leftovers of a longer earlier pack must not leak into a shorter one.
+    first = PackBuilder(BlobKind.DATA)
+    first.add(CID[0], os.urandom(5000), raw_length=5000)
+    view, _ = first.finish(META)
+    view.release()
+    second = PackBuilder(BlobKind.DATA, first.buffer)
+    second.add(CID[1], b"short", raw_length=5)
+    data, _ = second.finish(META)
+    assert len(data) < 5000
+    assert [(e.chunk_id, e.length) for e in read_header(META, bytes(data), what="pack")] == [(CID[1], 5)]
 
 
 @pytest.mark.parametrize("kind", list(BlobKind))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import tracemalloc
+from pathlib import Path
 
 import pytest
 import zstandard
@@ -176,7 +177,7 @@ def test_blob_round_trip_incompressible_is_stored_raw(subkeys: Subkeys, compress
     plaintext = random.Random(3).randbytes(50_000)
     cid = subkeys.chunk_id(plaintext)
     blob = encode_blob(subkeys.data, BlobKind.DATA, cid, memoryview(plaintext), compressor)
-    assert len(blob) == len(plaintext) + 1 + SEAL_OVERHEAD  # flag byte + seal overhead, no zstd frame
+    assert len(blob) == len(plaintext) + SEAL_OVERHEAD  # the chunk itself, sealed: no zstd frame
     assert decode_blob(subkeys.data, BlobKind.DATA, cid, blob, len(plaintext)) == plaintext
 
 
@@ -219,16 +220,17 @@ def test_blob_with_wrong_raw_length_fails(
             decode_blob(subkeys.data, BlobKind.DATA, cid, blob, raw_length)
 
 
-def test_blob_with_unknown_compression_flag_fails(subkeys: Subkeys) -> None:
+def test_blob_whose_payload_is_longer_than_the_chunk_fails(subkeys: Subkeys) -> None:
+    # Only a payload shorter than raw_length is a zstd frame; a longer one is never valid.
     cid = bytes(32)
-    forged = seal(subkeys.data, b"\x07payload", bytes((BlobKind.DATA,)) + cid)
-    with pytest.raises(IntegrityError, match="compression flag"):
+    forged = seal(subkeys.data, b"payload!", bytes((BlobKind.DATA,)) + cid)
+    with pytest.raises(IntegrityError, match="longer than the index"):
         decode_blob(subkeys.data, BlobKind.DATA, cid, forged, 7)
 
 
 def test_blob_with_a_corrupt_zstd_frame_fails(subkeys: Subkeys) -> None:
     cid = bytes(32)
-    forged = seal(subkeys.data, b"\x01this is not zstd", bytes((BlobKind.DATA,)) + cid)
+    forged = seal(subkeys.data, b"this is not zstd", bytes((BlobKind.DATA,)) + cid)
     with pytest.raises(IntegrityError):
         decode_blob(subkeys.data, BlobKind.DATA, cid, forged, 100)
 
@@ -302,3 +304,14 @@ def test_envelope_with_wrong_key_fails() -> None:
     data = envelope.wrap(KEY, EnvelopeType.CONFIG, b"body")
     with pytest.raises(IntegrityError):
         envelope.unwrap(OTHER_KEY, EnvelopeType.CONFIG, data, what="t")
+
+
+def test_blob_matches_the_vector_in_format_md() -> None:
+    # docs/FORMAT.md §14 publishes this blob so a second implementation can check itself against it.
+    keys = Subkeys.derive(Secret(bytes(range(32))), bytes(range(16)))
+    cid = keys.chunk_id(b"hello world\n")
+    assert cid.hex() == "46046c5e59373316bf3f579e47d26a904124c0c4d1790a37e03b6d2d72ef5dc9"
+    blob = seal(keys.data, b"hello world\n", bytes((BlobKind.DATA,)) + cid, random=b"\x42" * 32)
+    assert bytes(blob) == b"\x42" * 32 + bytes.fromhex("854be07ec7b63a0d79772cf0d70c4a24aafb87f8dd2d191d42a4399a")
+    path = Path(__file__).resolve().parents[1] / "docs" / "FORMAT.md"
+    assert "854be07ec7b63a0d79772cf0d70c4a24aafb87f8dd2d191d42a4399a" in path.read_text()

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Iterator
+from typing import Optional
 
 from coldvault import __version__
 from coldvault.config.model import Source
@@ -26,14 +26,15 @@ from coldvault.errors import SourceError
 from coldvault.engine.progress import Progress
 from coldvault.engine.walk import Entry, Excludes, Warn, walk
 from coldvault.engine.pipeline import OrderedPipeline
+from coldvault.engine.segments import Segment, SegmentedReader, SegmentPool
 from coldvault.repo.blob import BlobKind
-from coldvault.repo.chunker import cut_buffer, cut_stream
+from coldvault.repo.chunker import cut_buffer
 from coldvault.repo.manifest import STREAM, TREE, Snapshot
 from coldvault.repo.repository import Repository
 from coldvault.repo.tree import BLOCKDEV, CHARDEV, DIR, FIFO, FILE, SOCKET, SYMLINK, Node, encode_node
 from coldvault.repo.writer import BlobWriter
 
-_IN_FLIGHT_BYTES = 96 << 20
+_SEGMENT_SIZE = 16 << 20
 _STDERR_TAIL_LINES = 5
 
 
@@ -80,6 +81,7 @@ class _Listing:
 # What a pipeline result means when its turn comes: a chunk id of a file being read, the end of
 # an entry (add it to the listing), or a hard link whose content is its leader's.
 _CHUNK, _END, _COPY = "chunk", "end", "copy"
+_Tag = tuple[str, Node, Optional[Segment]]
 
 
 class _Run:
@@ -92,9 +94,13 @@ class _Run:
         self.started = time.monotonic()
         self.writer = BlobWriter(repo, compression_level=options.compression_level)
         self.pool = ThreadPoolExecutor(options.workers, thread_name_prefix="coldvault-chunk")
-        self.pipeline: OrderedPipeline[tuple[str, Node]] = OrderedPipeline(
-            self.pool, self._consume, max_bytes=_IN_FLIGHT_BYTES, max_items=4096
+        # The segment pool bounds the file data in flight; a few spare segments keep reading ahead.
+        params = repo.format.chunker
+        self.segments = SegmentPool(options.workers + 2, max(_SEGMENT_SIZE, 2 * params.max_size))
+        self.pipeline: OrderedPipeline[_Tag] = OrderedPipeline(
+            self.pool, self._consume, max_bytes=1 << 62, max_items=4096
         )
+        self.reader = SegmentedReader(self.segments, params, self.pipeline.consume_oldest)
         self.listing = _Listing(self.writer, repo)
         self.stats = {"files": 0, "dirs": 0, "other": 0, "bytes": 0, "reused_files": 0}
 
@@ -104,32 +110,25 @@ class _Run:
 
     def add(self, node: Node) -> None:
         """Queue an entry for the listing; it goes in after every chunk submitted before it."""
-        self.pipeline.put(None, (_END, node))
+        self.pipeline.put(None, (_END, node, None))
 
     def add_link(self, node: Node, leader: Node) -> None:
-        self.pipeline.put(leader, (_COPY, node))
+        self.pipeline.put(leader, (_COPY, node, None))
 
-    def chunk_stream(self, node: Node, pieces: Iterator[bytes | memoryview]) -> int:
-        """Submit chunks for hashing, sealing and packing; their ids land in ``node.chunks`` in order."""
+    def read(self, node: Node, fd: int) -> int:
+        """Chunk a file or pipe; hashing, sealing and packing run in the pool, ids land in ``node.chunks`` in order."""
         size = 0
-        for piece in pieces:
-            self.pipeline.submit(self.writer.store, BlobKind.DATA, piece, weight=len(piece), tag=(_CHUNK, node))
-            size += len(piece)
-            self.progress.advance(len(piece))
+        for view, segment in self.reader.chunks(fd):
+            self.pipeline.submit(self.writer.store, BlobKind.DATA, view, weight=len(view), tag=(_CHUNK, node, segment))
+            size += len(view)
+            self.progress.advance(len(view))
         return size
 
-    def chunk_file(self, node: Node, fd: int) -> int:
-        chunker = self.repo.format.chunker.new()
-        with open(fd, "rb", buffering=0, closefd=False) as f:
-            # Small files in one read (one syscall, no stream buffer); large ones streamed, so memory stays flat.
-            if os.fstat(fd).st_size <= self.repo.format.chunker.max_size:
-                return self.chunk_stream(node, cut_buffer(chunker, f.read()))
-            return self.chunk_stream(node, cut_stream(chunker, f))
-
-    def _consume(self, result: object, tag: tuple[str, Node]) -> None:
-        action, node = tag
-        if action == _CHUNK:
+    def _consume(self, result: object, tag: _Tag) -> None:
+        action, node, segment = tag
+        if segment is not None:
             node.chunks.append(result)  # type: ignore[arg-type]
+            self.segments.chunk_consumed(segment)
             return
         if action == _COPY:
             leader: Node = result  # type: ignore[assignment]
@@ -140,6 +139,7 @@ class _Run:
 
     def commit(self, snapshot: Snapshot) -> Snapshot:
         self.pipeline.drain()
+        self.reader.close()
         listing = self.listing.finish()
         self.repo.write_index(self.writer.flush())
         summary = dict(
@@ -241,7 +241,7 @@ def _read_file(run: _Run, node: Node, entry: Entry) -> int:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(0, "no longer a regular file")
-        return run.chunk_file(node, fd)
+        return run.read(node, fd)
     finally:
         os.close(fd)
 
@@ -304,7 +304,7 @@ def _read_command(run: _Run, source: Source) -> None:
     now_ns = int(run.repo.clock().timestamp() * 1e9)
     node = Node(path=os.fsencode(source.stream_filename), type=FILE, mode=0o600, uid=os.getuid(), gid=os.getgid(), mtime_ns=now_ns)
     try:
-        node.size = run.chunk_stream(node, cut_stream(run.repo.format.chunker.new(), proc.stdout))
+        node.size = run.read(node, proc.stdout.fileno())
     except BaseException:
         proc.kill()  # it would block forever on a full pipe nobody reads
         raise

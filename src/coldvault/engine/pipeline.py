@@ -34,7 +34,7 @@ class OrderedPipeline(Generic[Tag]):
 
     def submit(self, fn: Callable[..., object], *args: object, weight: int, tag: Tag) -> None:
         while self._queue and (self._bytes + weight > self._max_bytes or len(self._queue) >= self._max_items):
-            self._consume_head()
+            self.consume_oldest()
         self._queue.append((self._executor.submit(fn, *args), weight, tag))
         self._bytes += weight
 
@@ -43,18 +43,18 @@ class OrderedPipeline(Generic[Tag]):
         future: Future[object] = Future()
         future.set_result(value)
         while self._queue and len(self._queue) >= self._max_items:
-            self._consume_head()
+            self.consume_oldest()
         self._queue.append((future, 0, tag))
         self.poll()
 
     def poll(self) -> None:
         """Consume every result at the head that is ready, without waiting."""
         while self._queue and self._queue[0][0].done():
-            self._consume_head()
+            self.consume_oldest()
 
     def drain(self) -> None:
         while self._queue:
-            self._consume_head()
+            self.consume_oldest()
 
     def cancel(self) -> list[Tag]:
         """Drop everything queued (after a failure); returns the tags so their resources can be released."""
@@ -66,7 +66,8 @@ class OrderedPipeline(Generic[Tag]):
         self._bytes = 0
         return tags
 
-    def _consume_head(self) -> None:
+    def consume_oldest(self) -> None:
+        """Wait for the oldest result and consume it."""
         future, weight, tag = self._queue.popleft()
         self._bytes -= weight
         self._consume(future.result(), tag)

@@ -8,7 +8,7 @@ vector of cut points so such a change fails loudly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
 from pyfastcdc import FastCDC
 
@@ -34,12 +34,8 @@ class ChunkerParams:
 
 
 def cut_buffer(chunker: FastCDC, data: bytes) -> Iterator[memoryview]:
-    """Chunks of an in-memory buffer, as views into it (no copy)."""
+    """Chunks of an in-memory buffer, as views into it (no copy).  Files and pipes go through
+    coldvault.engine.segments, which cuts the same points without holding a whole file."""
     for chunk in chunker.cut_buf(data):
         yield chunk.data
 
-
-def cut_stream(chunker: FastCDC, stream: BinaryIO) -> Iterator[bytes]:
-    """Chunks of a stream, copied out: the chunker reuses its buffer for the next chunk."""
-    for chunk in chunker.cut_stream(stream):
-        yield bytes(chunk.data)

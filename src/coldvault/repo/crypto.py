@@ -77,10 +77,14 @@ class Subkeys:
         return int.from_bytes(self.chunker[:8], "little") >> 1  # keep it in the signed 64-bit range
 
 
-def seal(key: bytes, plaintext: bytes | memoryview, aad: bytes, *, random: bytes | None = None) -> bytes:
+def seal(key: bytes, plaintext: bytes | memoryview, aad: bytes, *, random: bytes | None = None) -> bytearray:
+    """One allocation: r and the ciphertext are written into a single buffer (chunks are large)."""
     r = random if random is not None else os.urandom(RANDOM_SIZE)
     per_message_key = blake3.blake3(r, key=key).digest()
-    return r + AESGCM(per_message_key).encrypt(_ZERO_NONCE, plaintext, aad)
+    sealed = bytearray(RANDOM_SIZE + len(plaintext) + TAG_SIZE)
+    sealed[:RANDOM_SIZE] = r
+    AESGCM(per_message_key).encrypt_into(_ZERO_NONCE, plaintext, aad, memoryview(sealed)[RANDOM_SIZE:])
+    return sealed
 
 
 def unseal(key: bytes, sealed: bytes | memoryview, aad: bytes, *, what: str) -> bytes:

@@ -34,33 +34,45 @@ class PackEntry:
 
 
 class PackBuilder:
-    """Collects sealed blobs of one kind until the pack is big enough to store."""
+    """Collects sealed blobs of one kind until the pack is big enough to store.
 
-    def __init__(self, kind: BlobKind) -> None:
+    It writes into a buffer it is given, which may be one a previous pack used:
+    reusing buffers avoids first-touch page faults on every pack.  The buffer
+    grows when a pack outgrows it.
+    """
+
+    def __init__(self, kind: BlobKind, buffer: bytearray | None = None) -> None:
         self.kind = kind
-        self._buffer = bytearray()
+        self.buffer = buffer if buffer is not None else bytearray()
+        self._length = 0
         self._entries: list[PackEntry] = []
 
     @property
     def size(self) -> int:
-        return len(self._buffer)
+        return self._length
 
     @property
     def empty(self) -> bool:
         return not self._entries
 
     def add(self, chunk_id: bytes, blob: bytes, raw_length: int) -> None:
-        self._entries.append(PackEntry(self.kind, chunk_id, len(self._buffer), len(blob), raw_length))
-        self._buffer += blob
+        self._entries.append(PackEntry(self.kind, chunk_id, self._length, len(blob), raw_length))
+        self._append(blob)
 
-    def finish(self, meta_key: bytes) -> tuple[bytes, list[PackEntry]]:
+    def finish(self, meta_key: bytes) -> tuple[memoryview, list[PackEntry]]:
+        """The pack's bytes, as a view into the buffer (release it before reusing the buffer)."""
         header = bytearray(_MAGIC + bytes((_VERSION,)) + _COUNT.pack(len(self._entries)))
         for e in self._entries:
             header += _ENTRY.pack(e.kind, e.chunk_id, e.offset, e.length, e.raw_length)
         sealed = seal(meta_key, bytes(header), _AAD)
-        self._buffer += sealed
-        self._buffer += _COUNT.pack(len(sealed))
-        return bytes(self._buffer), self._entries
+        self._append(sealed)
+        self._append(_COUNT.pack(len(sealed)))
+        return memoryview(self.buffer)[: self._length], self._entries
+
+    def _append(self, data: bytes) -> None:
+        end = self._length + len(data)
+        self.buffer[self._length : end] = data  # overwrites in place; grows the buffer past its end
+        self._length = end
 
 
 def read_header(meta_key: bytes, pack: bytes, *, what: str) -> list[PackEntry]:

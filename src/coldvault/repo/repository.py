@@ -212,7 +212,7 @@ class Repository:
 
     # ---- writing ---------------------------------------------------------------------------
 
-    def write_pack(self, kind: BlobKind, data: bytes) -> str:
+    def write_pack(self, kind: BlobKind, data: bytes | memoryview) -> str:
         return self._put_named(PACK_KINDS[kind], data)
 
     def write_index(self, records: list[PackRecord]) -> str | None:
@@ -231,7 +231,7 @@ class Repository:
 
     # ---- internals -------------------------------------------------------------------------
 
-    def _put_named(self, kind: Kind, data: bytes) -> str:
+    def _put_named(self, kind: Kind, data: bytes | memoryview) -> str:
         name = object_name(data)
         try:
             self.store.put(Handle(kind, name), data)

@@ -2,6 +2,7 @@
 
 Memory stays bounded: at most ``uploads_in_flight`` finished packs wait for
 their upload, and a worker that finishes one more blocks until a slot frees.
+Pack buffers are recycled once their upload is done.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from coldvault.repo.repository import Repository
 
 
 class BlobWriter:
-    def __init__(self, repo: Repository, *, compression_level: int = 3, uploads_in_flight: int = 2) -> None:
+    def __init__(self, repo: Repository, *, compression_level: int = 3, uploads_in_flight: int = 1) -> None:
         self._repo = repo
         self._level = compression_level
         self._claimed: set[tuple[BlobKind, bytes]] = set()
         self._lock = threading.Lock()
+        self._spare_buffers: list[bytearray] = []
         self._builders = {kind: PackBuilder(kind) for kind in BlobKind}
         self._uploader = ThreadPoolExecutor(uploads_in_flight, thread_name_prefix="coldvault-upload")
         self._slots = threading.BoundedSemaphore(uploads_in_flight)
@@ -51,7 +53,7 @@ class BlobWriter:
         for kind in BlobKind:
             with self._lock:
                 builder = self._builders[kind]
-                self._builders[kind] = PackBuilder(kind)
+                self._builders[kind] = self._new_builder(kind)
             if not builder.empty:
                 self._submit(builder)
         uploads, self._uploads = self._uploads, []
@@ -77,9 +79,13 @@ class BlobWriter:
             self.stored_bytes += len(blob)
             if builder.size >= self._repo.format.pack_size:
                 full = builder
-                self._builders[kind] = PackBuilder(kind)
+                self._builders[kind] = self._new_builder(kind)
         if full is not None:
             self._submit(full)
+
+    def _new_builder(self, kind: BlobKind) -> PackBuilder:
+        """Called with the lock held."""
+        return PackBuilder(kind, self._spare_buffers.pop() if self._spare_buffers else None)
 
     def _submit(self, builder: PackBuilder) -> None:
         self._slots.acquire()
@@ -94,7 +100,11 @@ class BlobWriter:
     def _upload(self, builder: PackBuilder) -> PackRecord:
         try:
             data, entries = builder.finish(self._repo.subkeys.meta)
-            name = self._repo.write_pack(builder.kind, data)
-            return PackRecord(name, builder.kind, len(data), tuple(entries))
+            with data:
+                name = self._repo.write_pack(builder.kind, data)
+                record = PackRecord(name, builder.kind, len(data), tuple(entries))
+            with self._lock:
+                self._spare_buffers.append(builder.buffer)
+            return record
         finally:
             self._slots.release()

@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 
 from coldvault.errors import AlreadyExists, NotFound, PermissionDenied, TargetError
 from coldvault.storage.handle import Handle, Kind
-from coldvault.storage.protocol import Capabilities, ObjectInfo, PutMode
+from coldvault.storage.protocol import BytesLike, Capabilities, ObjectInfo, PutMode
 
 _TMP_PREFIX = ".tmp-"
 
@@ -39,7 +39,7 @@ class LocalStore:
     def put(
         self,
         handle: Handle,
-        data: bytes,
+        data: BytesLike,
         *,
         mode: PutMode = PutMode.CREATE,
         retain_until: datetime | None = None,

@@ -10,7 +10,7 @@ from typing import Iterable, Iterator
 from coldvault.clock import Clock, system_clock
 from coldvault.errors import AlreadyExists, Archived, Locked, NotFound
 from coldvault.storage.handle import Handle, Kind
-from coldvault.storage.protocol import Capabilities, ObjectInfo, PutMode
+from coldvault.storage.protocol import BytesLike, Capabilities, ObjectInfo, PutMode
 
 ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE", "ARCHIVE"})
 
@@ -53,7 +53,7 @@ class MemoryStore:
     def put(
         self,
         handle: Handle,
-        data: bytes,
+        data: BytesLike,
         *,
         mode: PutMode = PutMode.CREATE,
         retain_until: datetime | None = None,

@@ -11,7 +11,7 @@ from typing import Iterable, Iterator
 
 from coldvault.errors import AlreadyExists, NotFound, TargetError
 from coldvault.storage.handle import Handle, Kind
-from coldvault.storage.protocol import Capabilities, ObjectInfo, PutMode, Store
+from coldvault.storage.protocol import BytesLike, Capabilities, ObjectInfo, PutMode, Store
 
 
 class MirrorStore:
@@ -38,7 +38,7 @@ class MirrorStore:
     def put(
         self,
         handle: Handle,
-        data: bytes,
+        data: BytesLike,
         *,
         mode: PutMode = PutMode.CREATE,
         retain_until: datetime | None = None,

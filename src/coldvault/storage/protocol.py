@@ -7,6 +7,8 @@ Guarantees every implementation gives:
 - An object put with ``retain_until`` cannot be deleted or overwritten before then (Locked),
   on stores whose capabilities include object_lock.
 - Errors are the typed ones of coldvault.errors; no SDK or OS exception escapes.
+- ``put`` takes any bytes-like value and keeps no reference to it after returning
+  (callers reuse their buffers).
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Iterable, Iterator, Protocol
+from typing import Iterable, Iterator, Protocol, Union
 
 from coldvault.storage.handle import Handle, Kind
+
+
+BytesLike = Union[bytes, bytearray, memoryview]
 
 
 class PutMode(Enum):
@@ -53,7 +58,7 @@ class Store(Protocol):
     def put(
         self,
         handle: Handle,
-        data: bytes,
+        data: BytesLike,
         *,
         mode: PutMode = PutMode.CREATE,
         retain_until: datetime | None = None,
