@@ -534,7 +534,11 @@ def test_a_large_listing_spans_several_chunks(repo: Repository, tmp_path: Path) 
     assert second.listing == first.listing and second.summary["new_chunks"] == 0
     (src / "dir-05" / "file-00-").write_bytes(b"changed")
     third = run_backup(repo, source)
-    assert 0 < len(set(third.listing) - set(first.listing)) <= 3  # only the listing around the change is new
+    # Only the listing around the change is new.  How many chunks that is depends on where FastCDC
+    # resynchronises after the changed line, which varies with the run's timestamps and inodes; at
+    # these tiny chunk sizes it is usually 1-3 and rarely up to ~10 of ~70.
+    new = set(third.listing) - set(first.listing)
+    assert 0 < len(new) <= len(first.listing) // 5
     run_restore(repo, third, tmp_path / "dest")
     assert state(under(tmp_path / "dest", src)) == state(src)
 
@@ -921,11 +925,10 @@ def test_a_flipped_byte_in_a_data_pack_fails_the_restore(
     dest = tmp_path / "dest"
     with pytest.raises(IntegrityError):
         run_restore(repo, snapshot, dest)
-    # Never a wrong file: whatever was written is a strict prefix of the real content.
-    restored = under(dest, src) / "f"
-    if restored.exists():
-        written = restored.read_bytes()
-        assert len(written) < len(data) and data.startswith(written)
+    # Never a wrong file: a file appears under its name only once every chunk is verified and written,
+    # and the partial one is cleaned up.
+    assert not (under(dest, src) / "f").exists()
+    assert [p for p in dest.rglob("*") if p.is_file()] == []
 
 
 def test_a_flipped_byte_anywhere_in_a_data_pack_never_restores_wrong_bytes(

@@ -1,5 +1,9 @@
 """Restore a snapshot into a directory, or a stream snapshot to a byte stream.
 
+Files appear under their real name only when complete: each is written under
+a temporary name and renamed into place after every chunk was verified and
+written, so a failed restore never leaves a file that looks whole.
+
 Safety: the listing is untrusted.  Paths are checked when decoded (no '..',
 no absolute paths), and every entry is created relative to a directory file
 descriptor reached from the destination with O_NOFOLLOW at each step, so a
@@ -10,8 +14,10 @@ written.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import secrets
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,7 +33,7 @@ from coldvault.repo.repository import Repository
 from coldvault.repo.tree import BLOCKDEV, CHARDEV, DIR, FIFO, FILE, SOCKET, SYMLINK, Node, check_relative_path
 
 _IN_FLIGHT_BYTES = 96 << 20
-_MAX_OPEN_FILES = 256  # every queued file holds a descriptor; stay far below the usual limit of 1024
+_MAX_OPEN_FILES = 200  # each queued file holds two descriptors; stay well below the usual limit of 1024
 _AS_ROOT = os.geteuid() == 0
 
 
@@ -124,14 +130,31 @@ def _clear(name: bytes, dir_fd: int) -> None:
 
 @dataclass(eq=False)
 class _OpenFile:
+    """A file being written under a temporary name in its directory."""
+
     node: Node
     fd: int
+    dir_fd: int  # its own descriptor of the directory: the destination's cache moves on
+    temp_name: bytes
+    final_name: bytes
     offset: int = 0
 
-    def close(self) -> None:
+    def publish(self) -> None:
+        os.close(self.fd)
+        self.fd = -1
+        os.rename(self.temp_name, self.final_name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+        os.close(self.dir_fd)
+        self.dir_fd = -1
+
+    def discard(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self.dir_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.unlink(self.temp_name, dir_fd=self.dir_fd)
+            os.close(self.dir_fd)
+            self.dir_fd = -1
 
 
 @dataclass(frozen=True)
@@ -170,9 +193,12 @@ class _Restorer:
                 finally:
                     os.close(fd)
         finally:
-            for open_file in {id(t.file): t.file for t in self.pipeline.cancel()}.values():
-                open_file.close()
+            unfinished = {id(t.file): t.file for t in self.pipeline.cancel()}.values()
+            # Wait for running writes before closing their descriptors: a closed number can be
+            # reused by the next open, and a late write would land in the wrong file.
             self.pool.shutdown(wait=True, cancel_futures=True)
+            for open_file in unfinished:
+                open_file.discard()
             self.dest.close()
         return self.result
 
@@ -210,6 +236,7 @@ class _Restorer:
 
     def _restore_file(self, node: Node, parent: int, name: bytes) -> None:
         if node.link_group is not None and node.link_group in self.links:
+            self.pipeline.drain()  # the leader must be in place under its real name; hard links are rare
             leader = self.links[node.link_group]
             leader_dir = self.dest.open_dir(leader.rpartition(b"/")[0])
             try:
@@ -220,25 +247,38 @@ class _Restorer:
                 self.warn(f"{os.fsdecode(node.path)}: hard link failed ({exc.strerror}); restored as a copy")
             finally:
                 os.close(leader_dir)
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
+        temp_name = b".coldvault-" + secrets.token_hex(8).encode() + b".partial"
+        fd = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
+        open_file = _OpenFile(node, fd, os.dup(parent), temp_name, name)
         if node.link_group is not None:
             self.links[node.link_group] = node.path
-        open_file = _OpenFile(node, fd)
+        offset = 0
         for chunk_id in node.chunks:
             location = self.repo.index.lookup(BlobKind.DATA, chunk_id)
-            weight = location.raw_length if location else 0
-            self.pipeline.submit(self.repo.read_blob, BlobKind.DATA, chunk_id, weight=weight, tag=_Task(open_file))
+            if location is None:
+                raise IntegrityError(
+                    f"{os.fsdecode(node.path)}: chunk {chunk_id.hex()[:16]} is missing from the index; run 'coldvault check'"
+                )
+            # Each chunk's place in the file is known up front, so workers write in parallel.
+            task = _Task(open_file)
+            self.pipeline.submit(self._write_chunk, fd, chunk_id, offset, weight=location.raw_length, tag=task)
+            offset += location.raw_length
         self.pipeline.put(None, _Task(open_file, last=True))
 
-    def _consume(self, data: object, task: _Task) -> None:
+    def _write_chunk(self, fd: int, chunk_id: bytes, offset: int) -> int:
+        """In a worker: fetch, verify and write one chunk at its offset; returns its length."""
+        data = self.repo.read_blob(BlobKind.DATA, chunk_id)
+        # An all-zero chunk becomes a hole: sparse files stay sparse, and cost no writes.
+        if len(data) > len(self.zeros) or data != self.zeros[: len(data)]:
+            _pwrite_all(fd, data, offset)
+        return len(data)
+
+    def _consume(self, length: object, task: _Task) -> None:
         f = task.file
         if not task.last:
-            assert isinstance(data, bytes)
-            # An all-zero chunk becomes a hole: sparse files stay sparse, and cost no writes.
-            if len(data) > len(self.zeros) or data != self.zeros[: len(data)]:
-                _pwrite_all(f.fd, data, f.offset)
-            f.offset += len(data)
-            self.progress.advance(len(data))
+            assert isinstance(length, int)
+            f.offset += length
+            self.progress.advance(length)
             return
         try:
             if f.offset != f.node.size:
@@ -247,8 +287,10 @@ class _Restorer:
                 )
             os.ftruncate(f.fd, f.offset)
             _apply_metadata(f.node, f.fd)
-        finally:
-            f.close()
+            f.publish()
+        except BaseException:
+            f.discard()
+            raise
         self.result.files += 1
         self.result.bytes += f.offset
         self.progress.advance(0, files=1)
