@@ -73,32 +73,50 @@ def stderr_tail(path):
     return "\n".join(lines[-STDERR_TAIL_LINES:])
 
 
+# Linux records the parent's memory high-water mark into a child's ru_maxrss at fork and exec,
+# so a command started straight from this (large) process would report at least our own RSS.
+# A fresh, small launcher forks the command instead and reports the command's own rusage.
+_LAUNCHER = """
+import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(json.dumps([os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime, usage.ru_maxrss]), file=sys.stderr)
+"""
+
+
 def run_command(command, *, env, log_base, cwd=None):
     """Run one command to completion; return (wall s, CPU s, peak RSS MiB).
 
-    Output goes to files, not pipes: nothing reads a pipe while os.wait4
-    blocks, so a chatty tool would otherwise stall on a full pipe.
+    Output goes to files, not pipes, so a chatty tool never stalls on a full pipe.
+    The launcher's report is the last line of the command's stderr file.
     """
     out_path, err_path = log_base.with_suffix(".out"), log_base.with_suffix(".err")
     printable = " ".join(map(str, command))
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         started = time.perf_counter()
         try:
-            process = subprocess.Popen(command, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            launched = subprocess.run(
+                [sys.executable, "-c", _LAUNCHER, *map(str, command)],
+                env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            )
         except OSError as error:
             raise RunFailed(f"could not start `{printable}`: {error}") from None
-        # wait4 rather than Popen.wait: it also returns the child's rusage.
-        _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)  # tell Popen the child is reaped
-    if process.returncode != 0:
+    lines = err_path.read_text(errors="replace").splitlines()
+    try:
+        returncode, cpu, maxrss_kib = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        raise RunFailed(f"could not start `{printable}` (launcher exit {launched.returncode}); see {err_path}") from None
+    err_path.write_text("\n".join(lines[:-1]) + ("\n" if len(lines) > 1 else ""))
+    if returncode != 0:
         raise RunFailed(
-            f"`{printable}` exited with {process.returncode}"
+            f"`{printable}` exited with {returncode}"
             + (f" (in {cwd})" if cwd else "")
             + f"; last lines of {err_path}:\n{stderr_tail(err_path)}"
         )
-    # ru_maxrss is in KiB on Linux.
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return wall, cpu, maxrss_kib / 1024  # ru_maxrss is in KiB on Linux
 
 
 def measure(command, *, env, log_base, size_bytes, cwd=None):
