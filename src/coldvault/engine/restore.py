@@ -18,6 +18,7 @@ import contextlib
 import errno
 import os
 import secrets
+import threading
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -138,6 +139,8 @@ class _OpenFile:
     temp_name: bytes
     final_name: bytes
     offset: int = 0
+    # The kernel serialises writers of one file by spinning on its inode lock; waiting here sleeps instead.
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def publish(self) -> None:
         os.close(self.fd)
@@ -261,16 +264,17 @@ class _Restorer:
                 )
             # Each chunk's place in the file is known up front, so workers write in parallel.
             task = _Task(open_file)
-            self.pipeline.submit(self._write_chunk, fd, chunk_id, offset, weight=location.raw_length, tag=task)
+            self.pipeline.submit(self._write_chunk, open_file, chunk_id, offset, weight=location.raw_length, tag=task)
             offset += location.raw_length
         self.pipeline.put(None, _Task(open_file, last=True))
 
-    def _write_chunk(self, fd: int, chunk_id: bytes, offset: int) -> int:
+    def _write_chunk(self, file: _OpenFile, chunk_id: bytes, offset: int) -> int:
         """In a worker: fetch, verify and write one chunk at its offset; returns its length."""
         data = self.repo.read_blob(BlobKind.DATA, chunk_id)
         # An all-zero chunk becomes a hole: sparse files stay sparse, and cost no writes.
         if len(data) > len(self.zeros) or data != self.zeros[: len(data)]:
-            _pwrite_all(fd, data, offset)
+            with file.write_lock:
+                _pwrite_all(file.fd, data, offset)
         return len(data)
 
     def _consume(self, length: object, task: _Task) -> None:
