@@ -74,8 +74,22 @@ ka ri to ne sa mi lo ve da pu ra ti mo be ku la se no fi ga ze ro hu ta me
 
 LOG_LEVELS = ["INFO"] * 11 + ["DEBUG"] * 3 + ["WARN", "ERROR"]
 LOG_COMPONENTS = [
-    "api", "auth", "db", "cache", "worker", "scheduler", "http", "storage",
-    "queue", "billing", "search", "mailer", "gateway", "metrics", "sync", "cron",
+    "api",
+    "auth",
+    "db",
+    "cache",
+    "worker",
+    "scheduler",
+    "http",
+    "storage",
+    "queue",
+    "billing",
+    "search",
+    "mailer",
+    "gateway",
+    "metrics",
+    "sync",
+    "cron",
 ]
 ORDER_STATUSES = ["new", "paid", "shipped", "delivered", "returned", "cancelled", "paid", "shipped"]
 CURRENCIES = ["EUR", "USD", "GBP", "CHF"]
@@ -113,10 +127,7 @@ class Content:
     def _invented_words(self, count):
         # A long tail of rare words gives the prose an English-like entropy, so
         # it compresses about as well as real text (roughly 3x), not 20x.
-        return [
-            "".join(self.rng.choice(SYLLABLES) for _ in range(self.rng.randint(2, 4)))
-            for _ in range(count)
-        ]
+        return ["".join(self.rng.choice(SYLLABLES) for _ in range(self.rng.randint(2, 4))) for _ in range(count)]
 
     @staticmethod
     def _zipf_table(vocabulary):
@@ -158,7 +169,7 @@ class Content:
             bits = self.rng.getrandbits(64)  # one draw feeds every field of the line
             self.log_clock_ms += bits & 0x3FF
             word_count = 3 + ((bits >> 18) & 7)
-            message = " ".join(words[i] for i in indexes[position:position + word_count])
+            message = " ".join(words[i] for i in indexes[position : position + word_count])
             position += word_count
             line = (
                 f"{_timestamp(self.log_clock_ms)} {LOG_LEVELS[(bits >> 10) & 0xF]:5} "
@@ -265,7 +276,7 @@ def edit_randomly(data, content, rng, path, edits, largest_edit):
         offset = rng.randrange(len(data) + 1)
         patch = content.like(path, length)
         if rng.random() < 0.5:
-            data[offset:offset + length] = patch
+            data[offset : offset + length] = patch
         else:
             data[offset:offset] = patch
         changed += length
@@ -291,9 +302,7 @@ def write_small_files(root, content, rng, budget):
     written, number = 0, 0
     while budget - written >= KIB:
         size = min(rng.randint(KIB, 16 * KIB), budget - written)
-        directory = (
-            root / SMALL_DIR / f"pkg{rng.randrange(8)}" / f"mod{rng.randrange(8)}" / f"part{rng.randrange(4)}"
-        )
+        directory = root / SMALL_DIR / f"pkg{rng.randrange(8)}" / f"mod{rng.randrange(8)}" / f"part{rng.randrange(4)}"
         path = directory / f"file-{number:05d}{SMALL_SUFFIXES[rng.randrange(len(SMALL_SUFFIXES))]}"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content.like(path, size))

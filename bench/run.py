@@ -82,7 +82,8 @@ pid = os.fork()
 if pid == 0:
     os.execvp(sys.argv[1], sys.argv[1:])
 _, status, usage = os.wait4(pid, 0)
-print(json.dumps([os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime, usage.ru_maxrss]), file=sys.stderr)
+report = [os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime, usage.ru_maxrss]
+print(json.dumps(report), file=sys.stderr)
 """
 
 
@@ -99,7 +100,11 @@ def run_command(command, *, env, log_base, cwd=None):
         try:
             launched = subprocess.run(
                 [sys.executable, "-c", _LAUNCHER, *map(str, command)],
-                env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
             )
         except OSError as error:
             raise RunFailed(f"could not start `{printable}`: {error}") from None
@@ -108,7 +113,9 @@ def run_command(command, *, env, log_base, cwd=None):
     try:
         returncode, cpu, maxrss_kib = json.loads(lines[-1])
     except (IndexError, ValueError):
-        raise RunFailed(f"could not start `{printable}` (launcher exit {launched.returncode}); see {err_path}") from None
+        raise RunFailed(
+            f"could not start `{printable}` (launcher exit {launched.returncode}); see {err_path}"
+        ) from None
     err_path.write_text("\n".join(lines[:-1]) + ("\n" if len(lines) > 1 else ""))
     if returncode != 0:
         raise RunFailed(
@@ -427,16 +434,25 @@ def run_sequence(tool, run, size_mib, logs):
         return logs / f"rep{run.repetition}-{tool.name}-{step}"
 
     run_command(tool.init_command(), env=env, log_base=log_base("init"))
-    run.record("backup1", measure(tool.backup_command(tool.labels[0]), env=env, log_base=log_base("backup1"),
-                                  size_bytes=generation1.bytes))
+    run.record(
+        "backup1",
+        measure(
+            tool.backup_command(tool.labels[0]), env=env, log_base=log_base("backup1"), size_bytes=generation1.bytes
+        ),
+    )
     _, _, generation2 = gen_tree.apply_generation2(data_dir, SEED)
-    run.record("backup2", measure(tool.backup_command(tool.labels[1]), env=env, log_base=log_base("backup2"),
-                                  size_bytes=generation2.bytes))
+    run.record(
+        "backup2",
+        measure(
+            tool.backup_command(tool.labels[1]), env=env, log_base=log_base("backup2"), size_bytes=generation2.bytes
+        ),
+    )
     run.repo_bytes = tree_bytes(tool.repo)
 
     dest = fresh_dir(tool.work / "restore")
-    restore = measure(tool.restore_command(dest), env=env, log_base=log_base("restore"), size_bytes=0,
-                      cwd=tool.restore_cwd(dest))
+    restore = measure(
+        tool.restore_command(dest), env=env, log_base=log_base("restore"), size_bytes=0, cwd=tool.restore_cwd(dest)
+    )
     restored_root = locate_restored_root(dest, data_dir)
     restored = manifest(restored_root)
     compare_trees(manifest(data_dir), restored, restored_root)
@@ -652,12 +668,18 @@ def main(argv=None):
     print_repo_size_table(summary)
 
     results_path = work / "results.json"
-    results_path.write_text(json.dumps({
-        "machine": machine,
-        "settings": {"size_mib": args.size_mib, "repeat": args.repeat, "seed": SEED, "warm_cache": True},
-        "medians": summary,
-        "runs": runs,
-    }, indent=2) + "\n")
+    results_path.write_text(
+        json.dumps(
+            {
+                "machine": machine,
+                "settings": {"size_mib": args.size_mib, "repeat": args.repeat, "seed": SEED, "warm_cache": True},
+                "medians": summary,
+                "runs": runs,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"\nresults written to {results_path}")
 
     if failures:

@@ -39,7 +39,9 @@ CID = [bytes([i]) * 32 for i in range(8)]
 # ---- packs -----------------------------------------------------------------------------------
 
 
-def build_pack(kind: BlobKind = BlobKind.DATA, blobs: list[bytes] | None = None) -> tuple[bytes, list[PackEntry], list[bytes]]:
+def build_pack(
+    kind: BlobKind = BlobKind.DATA, blobs: list[bytes] | None = None
+) -> tuple[bytes, list[PackEntry], list[bytes]]:
     blobs = blobs if blobs is not None else [os.urandom(n) for n in (10, 200, 1, 3000)]
     builder = PackBuilder(kind)
     assert builder.empty and builder.size == 0
@@ -70,7 +72,7 @@ def test_pack_round_trip(kind: BlobKind) -> None:
     assert header == entries
     assert [e.chunk_id for e in header] == CID[: len(blobs)]
     assert all(e.kind is kind for e in header)
-    for entry, blob in zip(header, blobs):
+    for entry, blob in zip(header, blobs, strict=True):
         assert data[entry.offset : entry.offset + entry.length] == blob
         assert entry.raw_length == 2 * len(blob)
 
@@ -252,7 +254,7 @@ ALL_NODES = [
     Node(b"dev/sda", BLOCKDEV, 0o660, rdev=2**64 - 1),
     Node(b"odd/\xff\xfe\x80 name", FILE, 0o4755, chunks=[CID[7]], size=1),
     Node(b"odd/new\nline\rand\ttab", DIR, 0o1777),
-    Node(b"odd/quote\"back\\slash \xe2\x80\xa8 ok", FILE),
+    Node(b'odd/quote"back\\slash \xe2\x80\xa8 ok', FILE),
     Node(b"odd/surrogate-bytes-\xed\xb3\xbf", FILE),
 ]
 
@@ -382,9 +384,7 @@ def test_ids_with_whitespace_are_rejected(where: str) -> None:
             decode_snapshot(json.dumps(manifest_doc(parent="ab" * 31 + " ab")).encode(), "cd" * 32)
 
 
-@pytest.mark.parametrize(
-    "path", [b"a", b"a/b/c", b"...", b".hidden", b"a b", b"\xff", b"a\nb"]
-)
+@pytest.mark.parametrize("path", [b"a", b"a/b/c", b"...", b".hidden", b"a b", b"\xff", b"a\nb"])
 def test_check_relative_path_accepts_safe_paths(path: bytes) -> None:
     assert check_relative_path(path) == path
 
@@ -473,7 +473,7 @@ def test_encode_decode_node_property(node: Node) -> None:
 def test_decode_lines_property(listing: list[Node], cuts: list[int]) -> None:
     stream = b"".join(encode_node(n) for n in listing)
     points = sorted({min(c, len(stream)) for c in cuts})
-    chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)])]
+    chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
     assert list(decode_lines(chunks)) == listing
 
 
@@ -554,7 +554,10 @@ def without(key: str) -> dict[str, object]:
         json.dumps(manifest_doc(parent="not a snapshot id")).encode(),
         json.dumps(manifest_doc(parent="AB" * 32)).encode(),  # object names are lowercase
         json.dumps(manifest_doc(warnings=[None])).encode(),
-        *(json.dumps(without(k)).encode() for k in ("version", "source", "kind", "time", "listing", "summary", "paths")),
+        *(
+            json.dumps(without(k)).encode()
+            for k in ("version", "source", "kind", "time", "listing", "summary", "paths")
+        ),
     ],
 )
 def test_malformed_manifests_are_integrity_errors(body: bytes) -> None:

@@ -25,7 +25,9 @@ MASTER = Secret(bytes(range(32)))
 
 @pytest.fixture(scope="module")
 def slot() -> KeySlot:
-    return KeySlot.create(MASTER, PASSPHRASE, repository_id=REPO_ID, label="me@host", created="2026-01-01T00:00:00+00:00")
+    return KeySlot.create(
+        MASTER, PASSPHRASE, repository_id=REPO_ID, label="me@host", created="2026-01-01T00:00:00+00:00"
+    )
 
 
 def edited(slot: KeySlot, **changes: object) -> bytes:

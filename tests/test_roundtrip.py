@@ -14,9 +14,9 @@ import socket
 import stat
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -72,7 +72,8 @@ def _config(source_toml: str) -> Source:
 
 def tree_source(name: str, *paths: Path | str, exclude: tuple[str, ...] = ()) -> Source:
     return _config(
-        f"name = {json.dumps(name)}\npaths = {json.dumps([str(p) for p in paths])}\nexclude = {json.dumps(list(exclude))}\n"
+        f"name = {json.dumps(name)}\npaths = {json.dumps([str(p) for p in paths])}\n"
+        f"exclude = {json.dumps(list(exclude))}\n"
     )
 
 
@@ -166,7 +167,7 @@ def build_awkward_tree(root: Path) -> dict[str, object]:
     write("with space", b"spaces")
     write("new\nline", b"newline in the name")
     write("tab\there", b"tab")
-    write("ünïcödé", "unicode".encode())
+    write("ünïcödé", b"unicode")
     write(b"bytes-\xff\xfe\x80", b"not utf-8")
     os.mkdir(broot + b"/dir-\xff")
     write(b"dir-\xff/inner-\xfe", b"inside a non-utf-8 directory")
@@ -235,8 +236,16 @@ def awkward(repo: Repository, tmp_path_factory: pytest.TempPathFactory) -> dict[
     snapshot = run_backup(repo, tree_source("awkward", src), progress)
     dest = base / "dest"
     result = run_restore(repo, snapshot, dest)
-    return dict(info, src=src, dest=dest, restored=under(dest, src), before=before, snapshot=snapshot,
-                backup_warnings=progress.warnings, result=result)
+    return dict(
+        info,
+        src=src,
+        dest=dest,
+        restored=under(dest, src),
+        before=before,
+        snapshot=snapshot,
+        backup_warnings=progress.warnings,
+        result=result,
+    )
 
 
 def test_awkward_tree_restores_identically(awkward: dict[str, object]) -> None:
@@ -596,7 +605,9 @@ def test_a_file_swapped_for_a_fifo_is_skipped_without_hanging(repo: Repository, 
 def test_a_directory_that_vanishes_before_it_is_read_is_a_warning(repo: Repository, tmp_path: Path) -> None:
     src = tmp_path / "src"
     make_tree(src)
-    snapshot = run_backup(repo, tree_source(unique("vanish-dir"), src), HookProgress(lambda: shutil.rmtree(src / "sub")))
+    snapshot = run_backup(
+        repo, tree_source(unique("vanish-dir"), src), HookProgress(lambda: shutil.rmtree(src / "sub"))
+    )
     assert snapshot.partial and any(str(src / "sub") in w for w in snapshot.warnings)
     assert snapshot in repo.snapshots()
     dest = tmp_path / "dest"
@@ -866,7 +877,9 @@ def forge_raw_snapshot(repo: Repository, lines: list[bytes]) -> Snapshot:
         repo.write_index(writer.flush())
     finally:
         writer.close()
-    snapshot = Snapshot(unique("forged"), TREE, repo.clock(), "attacker", "mallory", "0", ("/",), None, (tree_id,), None)
+    snapshot = Snapshot(
+        unique("forged"), TREE, repo.clock(), "attacker", "mallory", "0", ("/",), None, (tree_id,), None
+    )
     return replace(snapshot, id=repo.commit_snapshot(snapshot))
 
 
@@ -945,7 +958,9 @@ def test_a_flipped_byte_anywhere_in_a_data_pack_never_restores_wrong_bytes(
             run_restore(repo, snapshot, dest)
         except IntegrityError:
             restored = under(dest, src) / "f"
-            assert not restored.exists() or (data.startswith(restored.read_bytes()) and restored.stat().st_size < len(data))
+            assert not restored.exists() or (
+                data.startswith(restored.read_bytes()) and restored.stat().st_size < len(data)
+            )
         else:  # the flip hit the pack header, which a restore does not read
             assert (under(dest, src) / "f").read_bytes() == data
         store.corrupt(pack.handle, position)  # flip it back

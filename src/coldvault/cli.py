@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from coldvault import __version__, commands
 from coldvault.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ColdvaultError
@@ -20,7 +20,9 @@ def _global_options(*, in_subcommand: bool) -> argparse.ArgumentParser:
     flags = {"default": argparse.SUPPRESS} if in_subcommand else {"default": False}
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument("--config", "-c", help="config file (default: $COLDVAULT_CONFIG)", **default)
-    options.add_argument("--recovery-key-file", help="open the repository with the recovery key in this file", **default)
+    options.add_argument(
+        "--recovery-key-file", help="open the repository with the recovery key in this file", **default
+    )
     options.add_argument("--quiet", "-q", action="store_true", help="no progress output", **flags)
     options.add_argument("--debug", action="store_true", help="show a traceback on internal errors", **flags)
     return options

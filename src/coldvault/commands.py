@@ -8,7 +8,7 @@ import os
 import random
 import stat
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from coldvault.config.secret import write_secret_file
@@ -81,7 +81,7 @@ def cmd_snapshots(args: argparse.Namespace, session: Session) -> int:
     print(f"{'ID':8}  {'TIME (UTC)':19}  {'SOURCE':12}  {'HOST':16}  {'KIND':6}  {'FILES':>7}  {'SIZE':>10}  NOTE")
     for s in snapshots:
         note = f"partial: {len(s.warnings)} warnings" if s.partial else ""
-        when = s.time.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        when = s.time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
         print(
             f"{s.id[:8]}  {when}  {s.source[:12]:12}  {s.host[:16]:16}  {s.kind:6}  "
             f"{s.summary.get('files', 0):>7}  {format_size(s.summary.get('bytes', 0)):>10}  {note}"
@@ -123,7 +123,9 @@ def cmd_check(args: argparse.Namespace, session: Session) -> int:
     if not 0 <= fraction <= 1:
         raise UsageError("--read-data-subset takes a percentage from 0 to 100")
     repo = session.repo()
-    result = check(repo, read_fraction=fraction, progress=make_progress(quiet=args.quiet or args.json), rng=random.Random())
+    result = check(
+        repo, read_fraction=fraction, progress=make_progress(quiet=args.quiet or args.json), rng=random.Random()
+    )
     if args.json:
         _emit_json(
             {
@@ -156,7 +158,9 @@ def cmd_key(args: argparse.Namespace, session: Session) -> int:
     if args.key_command == "list":
         slots = repo.key_slots()
         if args.json:
-            _emit_json([{"id": n, "label": s.label, "created": s.created, "current": n == repo.current_slot} for n, s in slots])
+            _emit_json(
+                [{"id": n, "label": s.label, "created": s.created, "current": n == repo.current_slot} for n, s in slots]
+            )
         else:
             for name, slot in slots:
                 mark = "*" if name == repo.current_slot else " "
@@ -176,7 +180,9 @@ def cmd_key(args: argparse.Namespace, session: Session) -> int:
         text = encode_recovery_key(repo.master_key)
         if args.output:
             write_secret_file(Path(args.output), (text + "\n").encode())
-            print(f"wrote the recovery key to {args.output} (mode 0600); print it, store it offline, then delete the file")
+            print(
+                f"wrote the recovery key to {args.output} (mode 0600); print it, store it offline, then delete the file"
+            )
         else:
             print(text)
             print(
@@ -217,7 +223,7 @@ def _node_doc(node: Node) -> dict[str, object]:
         "mode": f"{node.mode:04o}",
         "uid": node.uid,
         "gid": node.gid,
-        "mtime": datetime.fromtimestamp(node.mtime_ns / 1e9, timezone.utc).isoformat(),
+        "mtime": datetime.fromtimestamp(node.mtime_ns / 1e9, UTC).isoformat(),
     }
     if node.type == FILE:
         doc["size"] = node.size
@@ -227,14 +233,15 @@ def _node_doc(node: Node) -> dict[str, object]:
 
 
 def _node_line(node: Node) -> str:
-    kind = {"file": "-", "dir": "d", "symlink": "l", "fifo": "p", "socket": "s", "chardev": "c", "blockdev": "b"}[node.type]
+    kind = {"file": "-", "dir": "d", "symlink": "l", "fifo": "p", "socket": "s", "chardev": "c", "blockdev": "b"}[
+        node.type
+    ]
     mode = stat.filemode(node.mode)[1:]
-    when = datetime.fromtimestamp(node.mtime_ns / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M")
+    when = datetime.fromtimestamp(node.mtime_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M")
     name = "/" + _printable(node.path)
     if node.type == SYMLINK:
         name += " -> " + _printable(node.target or b"")
     return f"{kind}{mode} {node.uid:>5} {node.gid:>5} {node.size if node.type == FILE else 0:>12} {when}  {name}"
-
 
 
 def _printable(name: bytes) -> str:

@@ -113,7 +113,7 @@ def main() -> int:
     print()
     print(f"demo passed in {time.monotonic() - started:.1f}s:")
     print(f"  {len(original)} entries restored identically (content, modes, mtimes, links, odd names, sparse file)")
-    print(f"  the dump restored with all 200000 rows")
+    print("  the dump restored with all 200000 rows")
     print(f"  both targets hold the same encrypted repository: {sizes[0]:,} and {sizes[1]:,} bytes")
     print(f"  everything is under {out}")
     return 0

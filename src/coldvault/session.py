@@ -58,7 +58,9 @@ class Session:
         from_env = os.environ.get(PASSPHRASE_ENV)
         if from_env:
             return Secret(from_env.encode())
-        return prompt_secret("repository passphrase", confirm=confirm, hint=f"set repository.passphrase_file or {PASSPHRASE_ENV}")
+        return prompt_secret(
+            "repository passphrase", confirm=confirm, hint=f"set repository.passphrase_file or {PASSPHRASE_ENV}"
+        )
 
     def new_passphrase(self, file: str | None) -> Secret:
         """A passphrase for a new key slot: --new-passphrase-file, $COLDVAULT_NEW_PASSPHRASE, or a prompt."""
@@ -67,7 +69,9 @@ class Session:
         from_env = os.environ.get(NEW_PASSPHRASE_ENV)
         if from_env:
             return Secret(from_env.encode())
-        return prompt_secret("new passphrase", confirm=True, hint=f"pass --new-passphrase-file or set {NEW_PASSPHRASE_ENV}")
+        return prompt_secret(
+            "new passphrase", confirm=True, hint=f"pass --new-passphrase-file or set {NEW_PASSPHRASE_ENV}"
+        )
 
     def recovery_key(self) -> Secret:
         assert self.recovery_key_file is not None

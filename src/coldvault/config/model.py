@@ -23,7 +23,7 @@ def _parse_size(value: object) -> object:
     if isinstance(value, str):
         match = _SIZE.match(value)
         if not match or match.group(2).lower() not in _UNITS:
-            raise ValueError(f"expected a size such as 1048576, \"512KiB\" or \"32MiB\", got {value!r}")
+            raise ValueError(f'expected a size such as 1048576, "512KiB" or "32MiB", got {value!r}')
         return int(match.group(1)) * _UNITS[match.group(2).lower()]
     return value
 

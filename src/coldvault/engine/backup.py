@@ -1,9 +1,9 @@
 """Back up a source: read, chunk and store in parallel, write the listing, then commit.
 
-Commit order (the crash-safety argument): data packs → listing packs → index →
-snapshot manifest.  A crash before the manifest leaves only unreferenced
-objects, which a later prune collects; a visible snapshot always has every
-object it names.
+Commit order (the crash-safety argument): every pack (data and listing packs,
+stored as they fill) → the index naming them → the snapshot manifest.  A crash
+before the manifest leaves only unreferenced objects, which a later prune
+collects; a visible snapshot always has every object it names.
 """
 
 from __future__ import annotations
@@ -18,15 +18,14 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Optional
 
 from coldvault import __version__
 from coldvault.config.model import Source
-from coldvault.errors import SourceError
-from coldvault.engine.progress import Progress
-from coldvault.engine.walk import Entry, Excludes, Warn, walk
 from coldvault.engine.pipeline import OrderedPipeline
+from coldvault.engine.progress import Progress
 from coldvault.engine.segments import Segment, SegmentedReader, SegmentPool
+from coldvault.engine.walk import Entry, Excludes, Warn, walk
+from coldvault.errors import SourceError
 from coldvault.repo.blob import BlobKind
 from coldvault.repo.chunker import cut_buffer
 from coldvault.repo.manifest import STREAM, TREE, Snapshot
@@ -81,7 +80,7 @@ class _Listing:
 # What a pipeline result means when its turn comes: a chunk id of a file being read, the end of
 # an entry (add it to the listing), or a hard link whose content is its leader's.
 _CHUNK, _END, _COPY = "chunk", "end", "copy"
-_Tag = tuple[str, Node, Optional[Segment]]
+_Tag = tuple[str, Node, Segment | None]
 
 
 class _Run:
@@ -97,9 +96,7 @@ class _Run:
         # The segment pool bounds the file data in flight; a few spare segments keep reading ahead.
         params = repo.format.chunker
         self.segments = SegmentPool(options.workers + 2, max(_SEGMENT_SIZE, 2 * params.max_size))
-        self.pipeline: OrderedPipeline[_Tag] = OrderedPipeline(
-            self.pool, self._consume, max_bytes=1 << 62, max_items=4096
-        )
+        self.pipeline: OrderedPipeline[_Tag] = OrderedPipeline(self.pool, self._consume, max_items=4096)
         self.reader = SegmentedReader(self.segments, params, self.pipeline.consume_oldest)
         self.listing = _Listing(self.writer, repo)
         self.stats = {"files": 0, "dirs": 0, "other": 0, "bytes": 0, "reused_files": 0}
@@ -119,16 +116,16 @@ class _Run:
         """Chunk a file or pipe; hashing, sealing and packing run in the pool, ids land in ``node.chunks`` in order."""
         size = 0
         for view, segment in self.reader.chunks(fd):
-            self.pipeline.submit(self.writer.store, BlobKind.DATA, view, weight=len(view), tag=(_CHUNK, node, segment))
+            self.pipeline.submit(self.writer.store, BlobKind.DATA, view, tag=(_CHUNK, node, segment))
             size += len(view)
             self.progress.advance(len(view))
         return size
 
     def _consume(self, result: object, tag: _Tag) -> None:
         action, node, segment = tag
-        if segment is not None:
+        if action == _CHUNK:
             node.chunks.append(result)  # type: ignore[arg-type]
-            self.segments.chunk_consumed(segment)
+            self.segments.chunk_consumed(segment)  # type: ignore[arg-type]
             return
         if action == _COPY:
             leader: Node = result  # type: ignore[assignment]
@@ -294,7 +291,9 @@ def _read_command(run: _Run, source: Source) -> None:
     assert source.command is not None
     program = source.command[0]
     try:
-        proc = subprocess.Popen(source.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            source.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
     except OSError as exc:
         raise SourceError(f"source {source.name!r}: cannot run {program!r}: {exc.strerror}; check 'command'") from None
     assert proc.stdout is not None and proc.stderr is not None
@@ -302,7 +301,14 @@ def _read_command(run: _Run, source: Source) -> None:
     reader = threading.Thread(target=lambda: tail.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
     reader.start()
     now_ns = int(run.repo.clock().timestamp() * 1e9)
-    node = Node(path=os.fsencode(source.stream_filename), type=FILE, mode=0o600, uid=os.getuid(), gid=os.getgid(), mtime_ns=now_ns)
+    node = Node(
+        path=os.fsencode(source.stream_filename),
+        type=FILE,
+        mode=0o600,
+        uid=os.getuid(),
+        gid=os.getgid(),
+        mtime_ns=now_ns,
+    )
     try:
         node.size = run.read(node, proc.stdout.fileno())
     except BaseException:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from coldvault.errors import ColdvaultError, IntegrityError
 from coldvault.engine.progress import Progress
+from coldvault.errors import ColdvaultError, IntegrityError
 from coldvault.repo.blob import BlobKind, decode_blob
 from coldvault.repo.crypto import verify_object
 from coldvault.repo.index import Index, PackRecord
@@ -43,7 +43,13 @@ def check(repo: Repository, *, read_fraction: float, progress: Progress, rng: ra
     progress.finish()
     if read_fraction > 0:
         packs = sorted((p for p in index.packs() if p.name in stored), key=lambda p: p.name)
-        chosen = packs if read_fraction >= 1 else rng.sample(packs, max(1, round(len(packs) * read_fraction))) if packs else []
+        chosen = (
+            packs
+            if read_fraction >= 1
+            else rng.sample(packs, max(1, round(len(packs) * read_fraction)))
+            if packs
+            else []
+        )
         progress.start("check data", sum(p.length for p in chosen))
         for pack in chosen:
             _read_pack(repo, pack, result)
@@ -107,7 +113,9 @@ def _check_snapshots(repo: Repository, index: Index, result: CheckResult) -> Non
                 if node.type == FILE:
                     lost = sum(1 for c in node.chunks if not index.has(BlobKind.DATA, c))
                     if lost:
-                        result.errors.append(f"{info.handle}: file {node.path!r} has {lost} chunks missing from the index")
+                        result.errors.append(
+                            f"{info.handle}: file {node.path!r} has {lost} chunks missing from the index"
+                        )
         except ColdvaultError as exc:
             result.errors.append(f"{info.handle}: {exc}")
 
@@ -125,7 +133,11 @@ def _read_pack(repo: Repository, pack: PackRecord, result: CheckResult) -> None:
             raise IntegrityError(f"{handle}: its header and the index disagree")
         for entry in header:
             plaintext = decode_blob(
-                repo.subkeys.data, entry.kind, entry.chunk_id, data[entry.offset : entry.offset + entry.length], entry.raw_length
+                repo.subkeys.data,
+                entry.kind,
+                entry.chunk_id,
+                data[entry.offset : entry.offset + entry.length],
+                entry.raw_length,
             )
             if repo.subkeys.chunk_id(plaintext) != entry.chunk_id:
                 raise IntegrityError(f"{handle}: chunk {entry.chunk_id.hex()[:16]} has wrong content")

@@ -1,8 +1,8 @@
 """Run tasks in a thread pool and consume their results in submission order on the caller's thread.
 
-Memory stays bounded: the weight (bytes) of tasks submitted but not yet
-consumed is at most ``max_bytes`` and their number at most ``max_items``; a
-submitter over the bound consumes the oldest results first.  Consuming on the
+Memory stays bounded: the number of tasks submitted but not yet consumed is
+at most ``max_items``, and their weight (bytes) at most ``max_bytes`` when
+given; a submitter over a bound consumes the oldest results first.  Consuming on the
 caller's thread keeps the consumer single-threaded (the listing, file
 descriptors) while hashing, sealing and I/O run in parallel.
 """
@@ -10,8 +10,9 @@ descriptors) while hashing, sealing and I/O run in parallel.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar
 
 Tag = TypeVar("Tag")
 
@@ -22,17 +23,17 @@ class OrderedPipeline(Generic[Tag]):
         executor: Executor,
         consume: Callable[[object, Tag], None],
         *,
-        max_bytes: int,
         max_items: int,
+        max_bytes: int | None = None,
     ) -> None:
         self._executor = executor
         self._consume = consume
-        self._max_bytes = max_bytes
+        self._max_bytes = max_bytes if max_bytes is not None else float("inf")
         self._max_items = max_items
         self._queue: deque[tuple[Future[object], int, Tag]] = deque()
         self._bytes = 0
 
-    def submit(self, fn: Callable[..., object], *args: object, weight: int, tag: Tag) -> None:
+    def submit(self, fn: Callable[..., object], *args: object, tag: Tag, weight: int = 0) -> None:
         while self._queue and (self._bytes + weight > self._max_bytes or len(self._queue) >= self._max_items):
             self.consume_oldest()
         self._queue.append((self._executor.submit(fn, *args), weight, tag))

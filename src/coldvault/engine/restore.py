@@ -18,16 +18,17 @@ import contextlib
 import errno
 import os
 import secrets
-import threading
 import stat
+import threading
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
-from coldvault.errors import IntegrityError, UsageError
-from coldvault.engine.progress import Progress
 from coldvault.engine.pipeline import OrderedPipeline
+from coldvault.engine.progress import Progress
+from coldvault.errors import IntegrityError, UsageError
 from coldvault.repo.blob import BlobKind
 from coldvault.repo.manifest import STREAM, Snapshot
 from coldvault.repo.repository import Repository
@@ -125,7 +126,9 @@ def _clear(name: bytes, dir_fd: int) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISDIR(st.st_mode):
-        raise IntegrityError(f"cannot restore over the existing directory {os.fsdecode(name)!r}; restore into an empty directory")
+        raise IntegrityError(
+            f"cannot restore over the existing directory {os.fsdecode(name)!r}; restore into an empty directory"
+        )
     os.unlink(name, dir_fd=dir_fd)
 
 
@@ -172,7 +175,7 @@ class _Restorer:
         self.progress = progress
         self.dest = _Destination(dest)
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="coldvault-restore")
-        self.pipeline: OrderedPipeline[_OpenFile] = OrderedPipeline(
+        self.pipeline: OrderedPipeline[_Task] = OrderedPipeline(
             self.pool, self._consume, max_bytes=_IN_FLIGHT_BYTES, max_items=_MAX_OPEN_FILES
         )
         self.dirs: list[Node] = []
@@ -243,7 +246,9 @@ class _Restorer:
             leader = self.links[node.link_group]
             leader_dir = self.dest.open_dir(leader.rpartition(b"/")[0])
             try:
-                os.link(leader.rpartition(b"/")[2], name, src_dir_fd=leader_dir, dst_dir_fd=parent, follow_symlinks=False)
+                os.link(
+                    leader.rpartition(b"/")[2], name, src_dir_fd=leader_dir, dst_dir_fd=parent, follow_symlinks=False
+                )
                 self.result.files += 1
                 return
             except OSError as exc:
@@ -260,7 +265,8 @@ class _Restorer:
             location = self.repo.index.lookup(BlobKind.DATA, chunk_id)
             if location is None:
                 raise IntegrityError(
-                    f"{os.fsdecode(node.path)}: chunk {chunk_id.hex()[:16]} is missing from the index; run 'coldvault check'"
+                    f"{os.fsdecode(node.path)}: chunk {chunk_id.hex()[:16]} is missing from the index;"
+                    " run 'coldvault check'"
                 )
             # Each chunk's place in the file is known up front, so workers write in parallel.
             task = _Task(open_file)
@@ -346,7 +352,9 @@ def restore_to_stream(repo: Repository, snapshot: Snapshot, out: BinaryIO, *, wo
         pipeline: OrderedPipeline[None] = OrderedPipeline(pool, consume, max_bytes=_IN_FLIGHT_BYTES, max_items=1024)
         for chunk_id in files[0].chunks:
             location = repo.index.lookup(BlobKind.DATA, chunk_id)
-            pipeline.submit(repo.read_blob, BlobKind.DATA, chunk_id, weight=location.raw_length if location else 0, tag=None)
+            pipeline.submit(
+                repo.read_blob, BlobKind.DATA, chunk_id, weight=location.raw_length if location else 0, tag=None
+            )
         pipeline.drain()
     out.flush()
     if written != files[0].size:

@@ -16,7 +16,7 @@ are exactly those of cutting the whole file at once.
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from coldvault.repo.chunker import ChunkerParams
 

@@ -21,5 +21,8 @@ def find_snapshot(snapshots: list[Snapshot], selector: str, *, source: str | Non
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise UsageError(f"no snapshot{scope} matches {selector!r} (give 'latest', an id, or at least 4 of its first characters); see 'coldvault snapshots'")
+        raise UsageError(
+            f"no snapshot{scope} matches {selector!r} (give 'latest', an id, or at least 4 of its first characters);"
+            " see 'coldvault snapshots'"
+        )
     raise UsageError(f"{selector!r} matches {len(matches)} snapshots; give more characters of the id")

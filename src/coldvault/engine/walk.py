@@ -10,8 +10,8 @@ from __future__ import annotations
 import fnmatch
 import os
 import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from coldvault.errors import SourceError
 
@@ -47,7 +47,9 @@ def walk(paths: list[bytes], excludes: Excludes, one_file_system: bool, warn: Wa
         try:
             root_stat = os.lstat(root)
         except OSError as exc:
-            raise SourceError(f"source path {os.fsdecode(root)} cannot be read ({exc.strerror}); fix 'paths' in the config") from None
+            raise SourceError(
+                f"source path {os.fsdecode(root)} cannot be read ({exc.strerror}); fix 'paths' in the config"
+            ) from None
         yield from _parents(root, emitted_parents, warn)
         yield from _walk_tree(root, root_stat, excludes, one_file_system, warn)
 

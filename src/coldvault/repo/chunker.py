@@ -7,8 +7,8 @@ vector of cut points so such a change fails loudly.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from pyfastcdc import FastCDC
 
@@ -38,4 +38,3 @@ def cut_buffer(chunker: FastCDC, data: bytes) -> Iterator[memoryview]:
     coldvault.engine.segments, which cuts the same points without holding a whole file."""
     for chunk in chunker.cut_buf(data):
         yield chunk.data
-

@@ -3,7 +3,8 @@
 Stored as encrypted index objects, each describing a set of packs:
 
     body := n_packs u32 || n_packs × pack_record
-    pack_record := pack name [32] || kind u8 || pack length u32 || n u32 || n × (chunk id [32] || offset u32 || length u32 || raw_length u32)
+    pack_record := pack name [32] || kind u8 || pack length u32 || n u32 || n × entry
+    entry       := chunk id [32] || offset u32 || length u32 || raw_length u32
 
 The in-memory Index is the union of every index object; it can always be
 rebuilt from the packs' own headers.
@@ -12,8 +13,8 @@ rebuilt from the packs' own headers.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 from coldvault.errors import IntegrityError
 from coldvault.repo.blob import BlobKind

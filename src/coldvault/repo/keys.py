@@ -56,7 +56,9 @@ class KeySlot:
     def unwrap(self, passphrase: Secret) -> Secret:
         kek = _derive_kek(passphrase, self.salt, self.kdf)
         try:
-            return Secret(unseal(kek, self.wrapped, _slot_aad(self.repository_id, self.kdf, self.salt), what="key slot"))
+            return Secret(
+                unseal(kek, self.wrapped, _slot_aad(self.repository_id, self.kdf, self.salt), what="key slot")
+            )
         except IntegrityError:
             raise WrongKey("wrong passphrase") from None
 

@@ -19,8 +19,8 @@ import getpass
 import json
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from coldvault import __version__
 from coldvault.clock import Clock, system_clock
@@ -77,9 +77,7 @@ class Repository:
     # ---- lifecycle -------------------------------------------------------------------------
 
     @classmethod
-    def init(
-        cls, store: Store, passphrase: Secret, params: FormatConfig, *, clock: Clock = system_clock
-    ) -> Repository:
+    def init(cls, store: Store, passphrase: Secret, params: FormatConfig, *, clock: Clock = system_clock) -> Repository:
         if _exists(store, _CONFIG):
             raise RepositoryError(f"target {store.name!r} already holds a coldvault repository; nothing was changed")
         master = new_master_key()
@@ -146,7 +144,9 @@ class Repository:
         names = [n for n, _ in self.key_slots()]
         matches = [n for n in names if n.startswith(name)] if name else []
         if len(matches) != 1:
-            raise UsageError(f"{name!r} matches {len(matches)} key slots; give a unique prefix from 'coldvault key list'")
+            raise UsageError(
+                f"{name!r} matches {len(matches)} key slots; give a unique prefix from 'coldvault key list'"
+            )
         if matches[0] == self._slot:
             raise UsageError("refusing to remove the key slot in use; use 'coldvault key passwd' to replace it")
         self.store.delete(Handle(Kind.KEY, matches[0]))
@@ -199,9 +199,7 @@ class Repository:
         location = self.index.lookup(kind, chunk_id)
         if location is None:
             raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is missing from the index; run 'coldvault check'")
-        sealed = self.store.get(
-            Handle(PACK_KINDS[kind], location.pack), offset=location.offset, length=location.length
-        )
+        sealed = self.store.get(Handle(PACK_KINDS[kind], location.pack), offset=location.offset, length=location.length)
         plaintext = decode_blob(self.subkeys.data, kind, chunk_id, sealed, location.raw_length)
         if self.subkeys.chunk_id(plaintext) != chunk_id:
             raise IntegrityError(f"chunk {chunk_id.hex()[:16]} in pack {location.pack[:12]} has wrong content")

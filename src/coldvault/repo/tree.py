@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 from coldvault.errors import IntegrityError
 from coldvault.repo.ids import parse_id

@@ -12,9 +12,9 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from coldvault.errors import AlreadyExists, NotFound, PermissionDenied, TargetError
 from coldvault.storage.handle import Handle, Kind

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Iterable, Iterator
 
 from coldvault.clock import Clock, system_clock
 from coldvault.errors import AlreadyExists, Archived, Locked, NotFound

@@ -6,8 +6,8 @@ store has the object, so a snapshot is complete on every target or not at all.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Iterable, Iterator
 
 from coldvault.errors import AlreadyExists, NotFound, TargetError
 from coldvault.storage.handle import Handle, Kind

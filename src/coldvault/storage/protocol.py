@@ -13,15 +13,15 @@ Guarantees every implementation gives:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Iterable, Iterator, Protocol, Union
+from typing import Protocol
 
 from coldvault.storage.handle import Handle, Kind
 
-
-BytesLike = Union[bytes, bytearray, memoryview]
+BytesLike = bytes | bytearray | memoryview
 
 
 class PutMode(Enum):
