@@ -17,6 +17,8 @@ class CLI:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.config = root / "coldvault.toml"
+        # The cache lives in root/state; made now, so its creation does not change root's mtime mid-test.
+        (root / "state").mkdir(exist_ok=True)
         self.outputs: list[str] = []
 
     def write_config(self, text: str) -> None:
@@ -24,6 +26,7 @@ class CLI:
 
     def __call__(self, *args: str, passphrase: str | None = PASSPHRASE, env: dict[str, str] | None = None):
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("COLDVAULT_")}
+        full_env["XDG_STATE_HOME"] = str(self.root / "state")  # the cache, out of the real home
         if passphrase is not None:
             full_env["COLDVAULT_PASSPHRASE"] = passphrase
         full_env.update(env or {})

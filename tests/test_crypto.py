@@ -14,8 +14,9 @@ from coldvault.config.secret import Secret
 from coldvault.errors import IntegrityError
 from coldvault.repo import envelope
 from coldvault.repo.blob import BlobKind, decode_blob, encode_blob
-from coldvault.repo.crypto import SEAL_OVERHEAD, Subkeys, object_name, seal, unseal, verify_object
+from coldvault.repo.crypto import SEAL_OVERHEAD, Subkeys, seal, unseal
 from coldvault.repo.envelope import EnvelopeType
+from coldvault.storage.handle import object_name, verify_object
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))

@@ -122,7 +122,7 @@ def cmd_check(args: argparse.Namespace, session: Session) -> int:
     fraction = 1.0 if args.read_data else (args.read_data_subset or 0.0) / 100
     if not 0 <= fraction <= 1:
         raise UsageError("--read-data-subset takes a percentage from 0 to 100")
-    repo = session.repo()
+    repo = session.repo(cached=False)  # verify what the targets hold, not local copies
     result = check(
         repo, read_fraction=fraction, progress=make_progress(quiet=args.quiet or args.json), rng=random.Random()
     )

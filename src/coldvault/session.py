@@ -12,6 +12,7 @@ from coldvault.config import Config, Secret, load_config, read_secret_file
 from coldvault.errors import ConfigError, UsageError, WrongKey
 from coldvault.repo.keys import decode_recovery_key
 from coldvault.repo.repository import Repository
+from coldvault.storage.cache import CachingStore
 from coldvault.storage.factory import open_targets
 from coldvault.storage.protocol import Store
 
@@ -35,15 +36,27 @@ class Session:
         return cls(load_config(Path(path)), Path(path), Path(recovery_key_file) if recovery_key_file else None)
 
     @property
+    def state_dir(self) -> Path:
+        """repository.state_dir, else systemd's $STATE_DIRECTORY, else $XDG_STATE_HOME/coldvault."""
+        if self.config.repository.state_dir is not None:
+            return self.config.repository.state_dir
+        if os.environ.get("STATE_DIRECTORY"):
+            return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+        xdg = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+        return Path(xdg) / "coldvault"
+
+    @property
     def workers(self) -> int:
         return self.config.repository.workers or os.cpu_count() or 2
 
-    def store(self) -> Store:
-        return open_targets(list(self.config.targets))
+    def store(self, *, cached: bool = True) -> Store:
+        targets = open_targets(list(self.config.targets))
+        return CachingStore(targets, self.state_dir / "cache") if cached else targets
 
-    def repo(self) -> Repository:
+    def repo(self, *, cached: bool = True) -> Repository:
+        """The open repository; ``cached=False`` reads every object from the targets (for check)."""
         if self._repo is None:
-            store = self.store()
+            store = self.store(cached=cached)
             if self.recovery_key_file is not None:
                 self._repo = Repository.open(store, recovery_key=self.recovery_key())
             else:

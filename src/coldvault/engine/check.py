@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from coldvault.engine.progress import Progress
 from coldvault.errors import ColdvaultError, IntegrityError
 from coldvault.repo.blob import BlobKind, decode_blob
-from coldvault.repo.crypto import verify_object
 from coldvault.repo.index import Index, PackRecord
 from coldvault.repo.pack import read_header
 from coldvault.repo.repository import PACK_KINDS, Repository
 from coldvault.repo.tree import FILE
-from coldvault.storage.handle import Handle, Kind
+from coldvault.storage.handle import Handle, Kind, verify_object
 
 
 @dataclass

@@ -34,16 +34,6 @@ SEAL_OVERHEAD = RANDOM_SIZE + TAG_SIZE
 _ZERO_NONCE = bytes(12)
 
 
-def object_name(data: bytes | bytearray | memoryview) -> str:
-    """The name of a stored object: unkeyed BLAKE3-256 of its bytes, so anyone can verify it."""
-    return blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
-
-
-def verify_object(name: str, data: bytes, what: str) -> None:
-    if object_name(data) != name:
-        raise IntegrityError(f"{what} is corrupt: its content does not match its name")
-
-
 @dataclass(frozen=True, repr=False)
 class Subkeys:
     """Purpose-separated keys derived from the master key with HKDF-SHA256."""

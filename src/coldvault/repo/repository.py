@@ -30,13 +30,13 @@ from coldvault.errors import AlreadyExists, IntegrityError, NotFound, Repository
 from coldvault.repo import envelope
 from coldvault.repo.blob import BlobKind, decode_blob
 from coldvault.repo.chunker import NORMALIZED_CHUNKING, ChunkerParams
-from coldvault.repo.crypto import Subkeys, object_name, verify_object
+from coldvault.repo.crypto import Subkeys
 from coldvault.repo.envelope import EnvelopeType
 from coldvault.repo.index import Index, PackRecord, decode_index, encode_index
 from coldvault.repo.keys import KeySlot, new_master_key
 from coldvault.repo.manifest import Snapshot, decode_snapshot, encode_snapshot
 from coldvault.repo.tree import Node, decode_lines
-from coldvault.storage.handle import Handle, Kind
+from coldvault.storage.handle import Handle, Kind, object_name, verify_object
 from coldvault.storage.protocol import Store
 
 FORMAT_VERSION = 1

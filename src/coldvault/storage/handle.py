@@ -6,7 +6,21 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+import blake3
+
+from coldvault.errors import IntegrityError
+
 _HEX_NAME = re.compile(r"^[0-9a-f]{64}$")
+
+
+def object_name(data: bytes | bytearray | memoryview) -> str:
+    """The name of a stored object: unkeyed BLAKE3-256 of its bytes, so anyone can verify it without a key."""
+    return blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
+
+
+def verify_object(name: str, data: bytes | bytearray | memoryview, what: str) -> None:
+    if object_name(data) != name:
+        raise IntegrityError(f"{what} is corrupt: its content does not match its name")
 
 
 class Kind(Enum):
