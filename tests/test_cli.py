@@ -251,3 +251,24 @@ def test_two_targets_hold_byte_identical_repositories(tmp_path: Path, cli: CLI) 
         return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
     assert contents(tmp_path / "repo") == contents(tmp_path / "repo2")
+
+
+def test_a_partial_backup_commits_and_exits_3(cli: CLI, tmp_path: Path) -> None:
+    # Tests run as root, where permissions cannot make a file unreadable; a directory whose absolute
+    # path exceeds PATH_MAX (4096) cannot be read by path either, deterministically.
+    fd = os.open(tmp_path / "data", os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(22):
+        name = "d" * 200
+        os.mkdir(name, dir_fd=fd)
+        next_fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = next_fd
+    os.close(fd)
+    assert cli("init").returncode == 0
+    done = cli("backup", "--source", "files", "--json")
+    assert done.returncode == 3, done.stderr
+    assert b"warning:" in done.stderr and b"File name too long" in done.stderr
+    snapshot = json.loads(done.stdout)[0]
+    assert snapshot["warnings"] and snapshot["summary"]["files"] == 2
+    listed = json.loads(cli("snapshots", "--json").stdout)
+    assert [s["id"] for s in listed] == [snapshot["id"]]

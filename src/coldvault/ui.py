@@ -68,11 +68,13 @@ class LineProgress:
     def finish(self) -> None:
         if self._phase is not None and not self._quiet:
             elapsed = time.monotonic() - self._started
-            rate = self._bytes / elapsed / 1e6 if elapsed > 0 else 0.0
-            print(
-                f"{self._phase}: {self._files} files, {format_size(self._bytes)} in {elapsed:.1f}s ({rate:.0f} MB/s)",
-                file=self._stream,
-            )
+            done = []
+            if self._files:
+                done.append(f"{self._files} files")
+            if self._bytes:
+                rate = f" ({self._bytes / elapsed / 1e6:.0f} MB/s)" if elapsed > 0 else ""
+                done.append(f"{format_size(self._bytes)}{rate}")
+            print(f"{self._phase}: {', '.join(done) or 'done'} in {elapsed:.1f}s", file=self._stream)
         self._phase = None
 
 
