@@ -254,21 +254,61 @@ def test_two_targets_hold_byte_identical_repositories(tmp_path: Path, cli: CLI) 
 
 
 def test_a_partial_backup_commits_and_exits_3(cli: CLI, tmp_path: Path) -> None:
-    # Tests run as root, where permissions cannot make a file unreadable; a directory whose absolute
-    # path exceeds PATH_MAX (4096) cannot be read by path either, deterministically.
-    fd = os.open(tmp_path / "data", os.O_RDONLY | os.O_DIRECTORY)
-    for _ in range(22):
-        name = "d" * 200
-        os.mkdir(name, dir_fd=fd)
-        next_fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-        os.close(fd)
-        fd = next_fd
-    os.close(fd)
+    # Tests run as root, where permissions cannot make a file unreadable.  /proc/self/mem can be opened
+    # but reading it at offset 0 fails with EIO in every process: a deterministic unreadable file.
+    cli.write_config(
+        basic_config(tmp_path).replace(f'paths = ["{tmp_path}/data"]', f'paths = ["{tmp_path}/data", "/proc/self/mem"]')
+    )
     assert cli("init").returncode == 0
     done = cli("backup", "--source", "files", "--json")
     assert done.returncode == 3, done.stderr
-    assert b"warning:" in done.stderr and b"File name too long" in done.stderr
+    assert b"warning: cannot read /proc/self/mem: Input/output error" in done.stderr
     snapshot = json.loads(done.stdout)[0]
-    assert snapshot["warnings"] and snapshot["summary"]["files"] == 2
+    assert len(snapshot["warnings"]) == 1 and snapshot["summary"]["files"] == 2
     listed = json.loads(cli("snapshots", "--json").stdout)
     assert [s["id"] for s in listed] == [snapshot["id"]]
+    assert cli("restore", "latest", str(tmp_path / "out"), "--source", "files").returncode == 0
+
+
+def test_trees_deeper_than_path_max_are_backed_up(cli: CLI, tmp_path: Path) -> None:
+    # Paths longer than PATH_MAX (4096 bytes) cannot be opened by name: the walk uses directory descriptors.
+    fd = os.open(tmp_path / "data", os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(22):
+        os.mkdir("d" * 200, dir_fd=fd)
+        next_fd = os.open("d" * 200, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = next_fd
+    leaf = os.open("deep.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(leaf, b"found me")
+    os.close(leaf)
+    os.close(fd)
+    assert cli("init").returncode == 0
+    done = cli("backup", "--source", "files", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["summary"]["files"] == 3
+    listing = cli("ls", "latest", "--source", "files", "--json").stdout.decode().splitlines()
+    assert any(json.loads(line)["path"].endswith("/deep.txt") for line in listing)
+    assert cli("restore", "latest", str(tmp_path / "out"), "--source", "files").returncode == 0
+    fd = os.open(tmp_path / "out" / str(tmp_path / "data").lstrip("/"), os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(22):
+        next_fd = os.open("d" * 200, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = next_fd
+    leaf = os.open("deep.txt", os.O_RDONLY, dir_fd=fd)
+    assert os.read(leaf, 100) == b"found me"
+    os.close(leaf)
+    os.close(fd)
+
+
+def test_a_source_below_a_symlinked_directory_restores(cli: CLI, tmp_path: Path) -> None:
+    # Like /var/run -> /run on Debian: the directories above a source path are recorded as the
+    # directories they lead to, never as symlinks with entries below them (which restore refuses).
+    (tmp_path / "real" / "app").mkdir(parents=True)
+    (tmp_path / "real" / "app" / "pid").write_text("42\n")
+    os.symlink(tmp_path / "real", tmp_path / "via")
+    cli.write_config(basic_config(tmp_path).replace(f'paths = ["{tmp_path}/data"]', f'paths = ["{tmp_path}/via/app"]'))
+    assert cli("init").returncode == 0 and cli("backup", "--source", "files").returncode == 0
+    assert cli("restore", "latest", str(tmp_path / "out"), "--source", "files").returncode == 0
+    restored = tmp_path / "out" / str(tmp_path).lstrip("/") / "via"
+    assert restored.is_dir() and not restored.is_symlink()
+    assert (restored / "app" / "pid").read_text() == "42\n"

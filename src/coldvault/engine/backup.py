@@ -234,7 +234,7 @@ def _read_tree(run: _Run, source: Source, parent: Snapshot | None) -> None:
 
 def _read_file(run: _Run, node: Node, entry: Entry) -> int:
     # O_NONBLOCK: if the file was swapped for a FIFO since lstat, open must not hang.
-    fd = os.open(entry.absolute, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    fd = entry.open(os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(0, "no longer a regular file")
@@ -270,7 +270,7 @@ def _node(entry: Entry, warn: Warn) -> Node | None:
     elif kind == stat.S_IFLNK:
         node.type = SYMLINK
         try:
-            node.target = os.readlink(entry.absolute)
+            node.target = entry.readlink()
         except OSError as exc:
             warn(f"cannot read symlink {os.fsdecode(entry.absolute)}: {exc.strerror}; skipped")
             return None
