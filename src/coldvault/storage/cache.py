@@ -13,28 +13,20 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
+from coldvault.storage.forwarding import ForwardingStore
 from coldvault.storage.handle import Handle, Kind, object_name
-from coldvault.storage.protocol import BytesLike, Capabilities, ObjectInfo, PutMode, Store
+from coldvault.storage.protocol import BytesLike, ObjectInfo, PutMode, Store
 
 CACHED_KINDS = frozenset({Kind.INDEX, Kind.SNAPSHOT})
 
 
-class CachingStore:
+class CachingStore(ForwardingStore):
     def __init__(self, store: Store, root: Path) -> None:
-        self._store = store
+        super().__init__(store)
         self._root = Path(root)
-
-    @property
-    def name(self) -> str:
-        return self._store.name
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._store.capabilities
 
     def put(
         self,
@@ -45,38 +37,26 @@ class CachingStore:
         retain_until: datetime | None = None,
         storage_class: str | None = None,
     ) -> ObjectInfo:
-        info = self._store.put(handle, data, mode=mode, retain_until=retain_until, storage_class=storage_class)
+        info = super().put(handle, data, mode=mode, retain_until=retain_until, storage_class=storage_class)
         if handle.kind in CACHED_KINDS:
             self._save(handle, data)
         return info
 
     def get(self, handle: Handle, *, offset: int = 0, length: int | None = None) -> bytes:
         if handle.kind not in CACHED_KINDS:
-            return self._store.get(handle, offset=offset, length=length)
+            return super().get(handle, offset=offset, length=length)
         data = self._load(handle)
         if data is None:
-            data = self._store.get(handle)
+            data = super().get(handle)
             if object_name(data) == handle.name:  # never cache what the reader is about to reject
                 self._save(handle, data)
         end = None if length is None else offset + length
         return data[offset:end] if offset or length is not None else data
 
-    def head(self, handle: Handle) -> ObjectInfo:
-        return self._store.head(handle)
-
-    def list(self, kind: Kind) -> Iterator[ObjectInfo]:
-        return self._store.list(kind)
-
     def delete(self, handle: Handle) -> None:
-        self._store.delete(handle)
+        super().delete(handle)
         with contextlib.suppress(FileNotFoundError):
             self._path(handle).unlink()
-
-    def warmup(self, handles: Iterable[Handle]) -> None:
-        self._store.warmup(handles)
-
-    def warmup_status(self, handles: Iterable[Handle]) -> dict[Handle, bool]:
-        return self._store.warmup_status(handles)
 
     def _path(self, handle: Handle) -> Path:
         return self._root / handle.path
