@@ -45,10 +45,6 @@ class Node:
     target: bytes | None = None
     rdev: int = 0
 
-    @property
-    def sort_key(self) -> tuple[bytes, ...]:
-        return tuple(self.path.split(b"/"))
-
 
 def check_relative_path(path: bytes, what: str = "path") -> bytes:
     """A path may only name something below the restore root."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from coldvault.clock import Clock, system_clock
@@ -126,11 +126,6 @@ class MemoryStore:
     def remove_silently(self, handle: Handle) -> None:
         with self._lock:
             del self._objects[handle]
-
-    def shorten_retention(self, handle: Handle, retain_until: datetime | None) -> None:
-        with self._lock:
-            entry = self._objects[handle]
-            entry.info = replace(entry.info, retain_until=retain_until)
 
     def _entry(self, handle: Handle) -> _Entry:
         with self._lock:
