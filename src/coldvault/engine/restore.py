@@ -20,6 +20,7 @@ import os
 import secrets
 import stat
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ from coldvault.repo.tree import BLOCKDEV, CHARDEV, DIR, FIFO, FILE, SOCKET, SYML
 
 _IN_FLIGHT_BYTES = 96 << 20
 _MAX_OPEN_FILES = 200  # each queued file holds two descriptors; stay well below the usual limit of 1024
+# Files written at once, their chunks interleaved: the kernel serialises writes to one file, so two
+# workers on one large file take turns, while two files' page-cache copies run in parallel.
+_LANES = 2
 _AS_ROOT = os.geteuid() == 0
 
 
@@ -178,6 +182,7 @@ class _Restorer:
         self.pipeline: OrderedPipeline[_Task] = OrderedPipeline(
             self.pool, self._consume, max_bytes=_IN_FLIGHT_BYTES, max_items=_MAX_OPEN_FILES
         )
+        self.lanes: deque[tuple[_OpenFile, Iterator[tuple[bytes, int, int]]]] = deque()
         self.dirs: list[Node] = []
         self.links: dict[int, bytes] = {}
         self.result = RestoreResult()
@@ -191,6 +196,7 @@ class _Restorer:
         try:
             for node in nodes:
                 self._restore(node)
+            self._feed(keep=0)
             self.pipeline.drain()
             for node in reversed(self.dirs):  # children first: writing into a directory changes its mtime
                 fd = self.dest.open_dir(node.path)
@@ -199,7 +205,8 @@ class _Restorer:
                 finally:
                     os.close(fd)
         finally:
-            unfinished = {id(t.file): t.file for t in self.pipeline.cancel()}.values()
+            queued = [t.file for t in self.pipeline.cancel()] + [f for f, _ in self.lanes]
+            unfinished = {id(f): f for f in queued}.values()
             # Wait for running writes before closing their descriptors: a closed number can be
             # reused by the next open, and a late write would land in the wrong file.
             self.pool.shutdown(wait=True, cancel_futures=True)
@@ -242,7 +249,8 @@ class _Restorer:
 
     def _restore_file(self, node: Node, parent: int, name: bytes) -> None:
         if node.link_group is not None and node.link_group in self.links:
-            self.pipeline.drain()  # the leader must be in place under its real name; hard links are rare
+            self._feed(keep=0)  # the leader must be in place under its real name; hard links are rare
+            self.pipeline.drain()
             leader = self.links[node.link_group]
             leader_dir = self.dest.open_dir(leader.rpartition(b"/")[0])
             try:
@@ -260,6 +268,11 @@ class _Restorer:
         open_file = _OpenFile(node, fd, os.dup(parent), temp_name, name)
         if node.link_group is not None:
             self.links[node.link_group] = node.path
+        self.lanes.append((open_file, self._chunk_plan(node)))
+        self._feed(keep=_LANES - 1)
+
+    def _chunk_plan(self, node: Node) -> Iterator[tuple[bytes, int, int]]:
+        """Each chunk with its place in the file, known up front from the index: workers write anywhere."""
         offset = 0
         for chunk_id in node.chunks:
             location = self.repo.index.lookup(BlobKind.DATA, chunk_id)
@@ -268,11 +281,21 @@ class _Restorer:
                     f"{os.fsdecode(node.path)}: chunk {chunk_id.hex()[:16]} is missing from the index;"
                     " run 'coldvault check'"
                 )
-            # Each chunk's place in the file is known up front, so workers write in parallel.
-            task = _Task(open_file)
-            self.pipeline.submit(self._write_chunk, open_file, chunk_id, offset, weight=location.raw_length, tag=task)
+            yield chunk_id, offset, location.raw_length
             offset += location.raw_length
-        self.pipeline.put(None, _Task(open_file, last=True))
+
+    def _feed(self, *, keep: int) -> None:
+        """Submit chunks round-robin from the files in progress until at most ``keep`` files remain."""
+        while len(self.lanes) > keep:
+            open_file, plan = self.lanes[0]
+            step = next(plan, None)
+            if step is None:
+                self.lanes.popleft()
+                self.pipeline.put(None, _Task(open_file, last=True))
+                continue
+            chunk_id, offset, length = step
+            self.pipeline.submit(self._write_chunk, open_file, chunk_id, offset, weight=length, tag=_Task(open_file))
+            self.lanes.rotate(-1)
 
     def _write_chunk(self, file: _OpenFile, chunk_id: bytes, offset: int) -> int:
         """In a worker: fetch, verify and write one chunk at its offset; returns its length."""
