@@ -16,8 +16,8 @@
     └── SourceError                     exit 15  a backup source cannot be read (command failed, path missing)
 
 Exit codes that are not errors: 0 success, 3 a backup committed its snapshot
-but skipped files it could not read (EXIT_PARTIAL), 70 an internal error (a
-bug), 130 interrupted.
+but skipped files it could not read, or a restore skipped entries it cannot
+create (EXIT_PARTIAL), 70 an internal error (a bug), 130 interrupted.
 
 Each class carries its exit code, so the CLI maps an exception to an exit code
 without a table of its own.  Messages are one sentence saying what is wrong
