@@ -51,7 +51,7 @@ def cmd_backup(args: argparse.Namespace, session: Session) -> int:
     sources = [session.config.source(args.source)] if args.source else list(session.config.sources)
     if not sources:
         raise UsageError("the config has no [[sources]]; add one (see configs/example.toml)")
-    repo = session.repo()
+    repo = session.open_repo()
     options = BackupOptions(workers=session.workers, compression_level=session.config.repository.compression_level)
     results = []
     for source in sources:
@@ -71,7 +71,7 @@ def cmd_backup(args: argparse.Namespace, session: Session) -> int:
 
 
 def cmd_snapshots(args: argparse.Namespace, session: Session) -> int:
-    snapshots = filter_snapshots(session.repo().snapshots(), args.source)
+    snapshots = filter_snapshots(session.open_repo().snapshots(), args.source)
     if args.json:
         _emit_json([_snapshot_doc(s) for s in snapshots])
         return EXIT_OK
@@ -90,7 +90,7 @@ def cmd_snapshots(args: argparse.Namespace, session: Session) -> int:
 
 
 def cmd_ls(args: argparse.Namespace, session: Session) -> int:
-    repo = session.repo()
+    repo = session.open_repo()
     snapshot = find_snapshot(repo.snapshots(), args.snapshot, source=args.source)
     nodes = select_nodes(repo.listing(snapshot), args.path)
     out = sys.stdout
@@ -103,7 +103,7 @@ def cmd_ls(args: argparse.Namespace, session: Session) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, session: Session) -> int:
-    repo = session.repo()
+    repo = session.open_repo()
     snapshot = find_snapshot(repo.snapshots(), args.snapshot, source=args.source)
     if args.stdout:
         if args.dest:
@@ -122,7 +122,7 @@ def cmd_check(args: argparse.Namespace, session: Session) -> int:
     fraction = 1.0 if args.read_data else (args.read_data_subset or 0.0) / 100
     if not 0 <= fraction <= 1:
         raise UsageError("--read-data-subset takes a percentage from 0 to 100")
-    repo = session.repo(cached=False)  # verify what the targets hold, not local copies
+    repo = session.open_repo(cached=False)  # verify what the targets hold, not local copies
     result = check(
         repo, read_fraction=fraction, progress=make_progress(quiet=args.quiet or args.json), rng=random.Random()
     )
@@ -154,7 +154,7 @@ def cmd_check(args: argparse.Namespace, session: Session) -> int:
 
 
 def cmd_key(args: argparse.Namespace, session: Session) -> int:
-    repo = session.repo()
+    repo = session.open_repo()
     if args.key_command == "list":
         slots = repo.key_slots()
         if args.json:

@@ -26,7 +26,6 @@ class Session:
     config: Config
     config_path: Path
     recovery_key_file: Path | None = None
-    _repo: Repository | None = None
 
     @classmethod
     def load(cls, config: str | None, recovery_key_file: str | None = None) -> Session:
@@ -53,15 +52,12 @@ class Session:
         targets = open_targets(list(self.config.targets))
         return CachingStore(targets, self.state_dir / "cache") if cached else targets
 
-    def repo(self, *, cached: bool = True) -> Repository:
-        """The open repository; ``cached=False`` reads every object from the targets (for check)."""
-        if self._repo is None:
-            store = self.store(cached=cached)
-            if self.recovery_key_file is not None:
-                self._repo = Repository.open(store, recovery_key=self.recovery_key())
-            else:
-                self._repo = Repository.open(store, passphrase=self.passphrase())
-        return self._repo
+    def open_repo(self, *, cached: bool = True) -> Repository:
+        """Unlock and open the repository; ``cached=False`` reads every object from the targets (for check)."""
+        store = self.store(cached=cached)
+        if self.recovery_key_file is not None:
+            return Repository.open(store, recovery_key=self.recovery_key())
+        return Repository.open(store, passphrase=self.passphrase())
 
     def passphrase(self, *, confirm: bool = False) -> Secret:
         """From repository.passphrase_file, else $COLDVAULT_PASSPHRASE, else a prompt on a terminal."""
