@@ -172,13 +172,16 @@ def test_corrupt_pack_never_restores_silently(initialised: CLI, tmp_path: Path) 
         ("ok", ["backup", "--source", "nope"], 2, b"no source named"),
         ("failing-command", ["backup", "--source", "db"], 15, b"boom"),
         ("no-passphrase", ["snapshots"], 10, b"COLDVAULT_PASSPHRASE"),
+        ("target-is-a-file", ["init"], 14, b"Not a directory"),
     ],
 )
 def test_user_errors_are_one_line_with_their_exit_code(
     cli: CLI, tmp_path: Path, setup: str, args: list[str], code: int, needle: bytes
 ) -> None:
     passphrase: str | None = PASSPHRASE
-    if setup != "not-initialised":
+    if setup == "target-is-a-file":
+        (tmp_path / "repo").write_text("not a directory")
+    elif setup != "not-initialised":
         assert cli("init").returncode == 0
     if setup == "missing-config":
         cli.config.unlink()

@@ -48,7 +48,7 @@ class LocalStore:
         if retain_until is not None or storage_class is not None:
             raise TargetError(f"{self._name}: a local directory supports neither object lock nor storage classes")
         final = self._root / handle.path
-        with self._errors(handle):
+        with self._errors(handle, writing=True):
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = final.parent / f"{_TMP_PREFIX}{secrets.token_hex(8)}"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
@@ -106,15 +106,15 @@ class LocalStore:
     def warmup_status(self, handles: Iterable[Handle]) -> dict[Handle, bool]:
         return {handle: True for handle in handles}
 
-    def _errors(self, handle: Handle | None) -> _ErrorMapping:
-        return _ErrorMapping(self._name, self._root, handle)
+    def _errors(self, handle: Handle | None, *, writing: bool = False) -> _ErrorMapping:
+        return _ErrorMapping(self._name, self._root, handle, writing)
 
 
 class _ErrorMapping:
     """Translate OSError into the typed errors at this adapter's edge, and nowhere else."""
 
-    def __init__(self, store: str, root: Path, handle: Handle | None) -> None:
-        self._store, self._root, self._handle = store, root, handle
+    def __init__(self, store: str, root: Path, handle: Handle | None, writing: bool) -> None:
+        self._store, self._root, self._handle, self._writing = store, root, handle, writing
 
     def __enter__(self) -> None:
         return None
@@ -125,6 +125,11 @@ class _ErrorMapping:
         what = f"{self._store}: {self._handle or self._root}"
         if exc.errno == errno.EEXIST:
             raise AlreadyExists(f"{what} already exists") from None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR) and self._writing:
+            # A write has no object to miss: the target's folder itself cannot be made or used.
+            raise TargetError(
+                f"{self._store}: cannot write below {self._root} ({exc.strerror}); check the target's 'path'"
+            ) from None
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
             raise NotFound(f"{what} does not exist") from None
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
