@@ -315,3 +315,10 @@ def test_a_source_below_a_symlinked_directory_restores(cli: CLI, tmp_path: Path)
     restored = tmp_path / "out" / str(tmp_path).lstrip("/") / "via"
     assert restored.is_dir() and not restored.is_symlink()
     assert (restored / "app" / "pid").read_text() == "42\n"
+
+
+def test_a_dump_command_never_sees_the_passphrase(cli: CLI, tmp_path: Path) -> None:
+    cli.write_config(basic_config(tmp_path, command="sh -c 'env; echo done'"))
+    assert cli("init").returncode == 0 and cli("backup", "--source", "db").returncode == 0
+    dump = cli("restore", "latest", "--source", "db", "--stdout").stdout
+    assert b"done" in dump and PASSPHRASE.encode() not in dump and b"COLDVAULT_" not in dump

@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -286,13 +287,22 @@ def _node(entry: Entry, warn: Warn) -> Node | None:
     return node
 
 
+def _without_coldvault_secrets(environ: Mapping[str, str]) -> dict[str, str]:
+    """A dump command must not inherit $COLDVAULT_PASSPHRASE: it could log it, or write it into the dump."""
+    return {name: value for name, value in environ.items() if not name.startswith("COLDVAULT_")}
+
+
 def _read_command(run: _Run, source: Source) -> None:
     """Stream a command's stdout into the chunker; no temporary file, no snapshot if it fails."""
     assert source.command is not None
     program = source.command[0]
     try:
         proc = subprocess.Popen(
-            source.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            source.command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_without_coldvault_secrets(os.environ),
         )
     except OSError as exc:
         raise SourceError(f"source {source.name!r}: cannot run {program!r}: {exc.strerror}; check 'command'") from None
