@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from coldvault.storage.handle import object_name
+
 PASSPHRASE = "correct horse battery staple"
 
 
@@ -322,3 +324,17 @@ def test_a_dump_command_never_sees_the_passphrase(cli: CLI, tmp_path: Path) -> N
     assert cli("init").returncode == 0 and cli("backup", "--source", "db").returncode == 0
     dump = cli("restore", "latest", "--source", "db", "--stdout").stdout
     assert b"done" in dump and PASSPHRASE.encode() not in dump and b"COLDVAULT_" not in dump
+
+
+@pytest.mark.parametrize("folder", ["snapshots", "index"])
+def test_planted_junk_never_blocks_a_restore(initialised: CLI, tmp_path: Path, folder: str) -> None:
+    # Write access without delete rights is enough to plant an object that object lock then keeps:
+    # reading must step over it with a warning, and check must still report it.
+    junk = b"not a coldvault object"
+    (tmp_path / "repo" / folder / object_name(junk)).write_bytes(junk)
+    done = initialised("restore", "latest", str(tmp_path / "out"), "--source", "files")
+    assert done.returncode == 0, done.stderr
+    assert b"warning: skipped" in done.stderr and b"check --read-data" in done.stderr
+    assert (tmp_path / "out" / str(tmp_path / "data").lstrip("/") / "a.txt").exists()
+    assert initialised("snapshots").returncode == 0
+    assert initialised("check").returncode == 13

@@ -27,6 +27,12 @@ from coldvault.storage.handle import Handle, Kind
 from coldvault.ui import format_size, make_progress
 
 
+def _warn_skipped(repo: Repository) -> None:
+    """Damaged objects that reading stepped over: the command went on, but the user must know."""
+    for message in dict.fromkeys(repo.skipped):
+        print(f"warning: {message}; run 'coldvault check --read-data'", file=sys.stderr)
+
+
 def _emit_json(doc: object) -> None:
     json.dump(doc, sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
@@ -67,11 +73,14 @@ def cmd_backup(args: argparse.Namespace, session: Session) -> int:
             )
     if args.json:
         _emit_json([_snapshot_doc(s) for s in results])
+    _warn_skipped(repo)
     return EXIT_PARTIAL if any(s.partial for s in results) else EXIT_OK
 
 
 def cmd_snapshots(args: argparse.Namespace, session: Session) -> int:
-    snapshots = filter_snapshots(session.open_repo().snapshots(), args.source)
+    repo = session.open_repo()
+    snapshots = filter_snapshots(repo.snapshots(), args.source)
+    _warn_skipped(repo)
     if args.json:
         _emit_json([_snapshot_doc(s) for s in snapshots])
         return EXIT_OK
@@ -92,6 +101,7 @@ def cmd_snapshots(args: argparse.Namespace, session: Session) -> int:
 def cmd_ls(args: argparse.Namespace, session: Session) -> int:
     repo = session.open_repo()
     snapshot = find_snapshot(repo.snapshots(), args.snapshot, source=args.source)
+    _warn_skipped(repo)
     nodes = select_nodes(repo.listing(snapshot), args.path)
     out = sys.stdout
     for node in nodes:
@@ -105,6 +115,8 @@ def cmd_ls(args: argparse.Namespace, session: Session) -> int:
 def cmd_restore(args: argparse.Namespace, session: Session) -> int:
     repo = session.open_repo()
     snapshot = find_snapshot(repo.snapshots(), args.snapshot, source=args.source)
+    _ = repo.index  # load it now, so skipped index objects are reported before the restore starts
+    _warn_skipped(repo)
     if args.stdout:
         if args.dest:
             raise UsageError("give either DEST or --stdout, not both")

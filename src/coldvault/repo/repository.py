@@ -66,6 +66,9 @@ class Repository:
         self._master = master
         self._slot = slot  # the key slot that unlocked us; None when opened with the recovery key
         self._index: Index | None = None
+        # Damaged or foreign objects skipped while reading. Anyone with write access can plant junk
+        # that object lock then keeps for years, so one bad object must not stop every restore.
+        self.skipped: list[str] = []
 
     def __repr__(self) -> str:
         return f"Repository({self.format.repository_id} on {self.store.name})"
@@ -175,7 +178,12 @@ class Repository:
     def load_index(self) -> Index:
         index = Index()
         for info in self.store.list(Kind.INDEX):
-            for record in self.read_index_object(info.handle.name):
+            try:
+                records = self.read_index_object(info.handle.name)
+            except IntegrityError as exc:
+                self.skipped.append(f"skipped {info.handle}: {exc}")
+                continue
+            for record in records:
                 index.add(record)
         return index
 
@@ -185,8 +193,13 @@ class Repository:
         return decode_index(body, what=what)
 
     def snapshots(self) -> list[Snapshot]:
-        """Every snapshot, oldest first."""
-        found = [self.read_snapshot(info.handle.name) for info in self.store.list(Kind.SNAPSHOT)]
+        """Every readable snapshot, oldest first; damaged manifests are skipped and noted in ``skipped``."""
+        found = []
+        for info in self.store.list(Kind.SNAPSHOT):
+            try:
+                found.append(self.read_snapshot(info.handle.name))
+            except IntegrityError as exc:
+                self.skipped.append(f"skipped {info.handle}: {exc}")
         return sorted(found, key=lambda s: (s.time, s.id))
 
     def read_snapshot(self, name: str) -> Snapshot:
