@@ -115,6 +115,12 @@ class Source(_Strict):
         if self.command is not None:
             if not self.command:
                 raise ValueError("'command' must not be empty")
+            if re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", self.command[0]):
+                # "PGPASSWORD=secret pg_dump" is shell syntax; run as a program it would also print the secret
+                raise ValueError(
+                    "'command' starts with a variable assignment, which is shell syntax; put secrets in a file"
+                    ' the command reads (e.g. ~/.pgpass), or wrap it: command = ["sh", "-c", "..."]'
+                )
             if self.exclude or self.one_file_system:
                 raise ValueError("'exclude' and 'one_file_system' apply only to path sources")
         if self.filename is not None and (

@@ -33,7 +33,7 @@ from coldvault.repo.chunker import NORMALIZED_CHUNKING, ChunkerParams
 from coldvault.repo.crypto import Subkeys
 from coldvault.repo.envelope import EnvelopeType
 from coldvault.repo.index import Index, PackRecord, decode_index, encode_index
-from coldvault.repo.keys import KeySlot, new_master_key
+from coldvault.repo.keys import DEFAULT_KDF, KeySlot, new_master_key
 from coldvault.repo.manifest import Snapshot, decode_snapshot, encode_snapshot
 from coldvault.repo.tree import Node, decode_lines
 from coldvault.storage.handle import Handle, Kind, object_name, verify_object
@@ -297,7 +297,7 @@ def _read_config_header(store: Store) -> tuple[str, bytes]:
         ) from None
     try:
         doc = json.loads(data)
-        if doc.get("format") != "coldvault":
+        if not isinstance(doc, dict) or doc.get("format") != "coldvault":
             raise ValueError("format")
         if doc["version"] != FORMAT_VERSION:
             raise RepositoryError(
@@ -318,6 +318,7 @@ def _unlock(store: Store, repository_id: str, passphrase: Secret) -> tuple[Secre
     if not slots:
         raise WrongKey(f"target {store.name!r} has no key slots; open it with the recovery key and add one")
     damaged = []
+    candidates = []
     for info in slots:
         data = store.get(info.handle)
         try:
@@ -326,8 +327,12 @@ def _unlock(store: Store, repository_id: str, passphrase: Secret) -> tuple[Secre
         except IntegrityError:
             damaged.append(str(info.handle))  # a damaged slot must not lock us out if another one works
             continue
-        if slot.repository_id != repository_id:
-            continue
+        if slot.repository_id == repository_id:
+            candidates.append((info, slot))
+    # Slots coldvault wrote itself use the default parameters: try them before anything costlier
+    # that someone may have planted to slow every unlock down.
+    candidates.sort(key=lambda pair: pair[1].kdf != DEFAULT_KDF)
+    for info, slot in candidates:
         try:
             return slot.unwrap(passphrase), info.handle.name
         except WrongKey:

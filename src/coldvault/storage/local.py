@@ -49,7 +49,7 @@ class LocalStore:
             raise TargetError(f"{self._name}: a local directory supports neither object lock nor storage classes")
         final = self._root / handle.path
         with self._errors(handle, writing=True):
-            final.parent.mkdir(parents=True, exist_ok=True)
+            _make_folders(final.parent)
             tmp = final.parent / f"{_TMP_PREFIX}{secrets.token_hex(8)}"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
             try:
@@ -86,7 +86,7 @@ class LocalStore:
         if not top.is_dir():
             return
         with self._errors(None):
-            for folder, dirs, files in os.walk(top):
+            for folder, dirs, files in os.walk(top, onerror=_raise):
                 dirs.sort()
                 for file in sorted(files):
                     relative = os.path.relpath(os.path.join(folder, file), self._root)
@@ -135,6 +135,24 @@ class _ErrorMapping:
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise PermissionDenied(f"{what}: {exc.strerror}; check the directory's owner and mode") from None
         raise TargetError(f"{what}: {exc.strerror or exc}") from None
+
+
+def _make_folders(folder: Path) -> None:
+    """Create missing folders, fsyncing each parent: on some filesystems a new folder is lost in a
+    power cut unless its parent is synced, which would take the fsynced file inside it along."""
+    if folder.is_dir():
+        return
+    _make_folders(folder.parent)
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        return  # another writer made it
+    _fsync_dir(folder.parent)
+
+
+def _raise(error: OSError) -> None:
+    """os.walk skips folders it cannot read unless told otherwise: a listing must not be silently short."""
+    raise error
 
 
 def _fsync_dir(path: Path) -> None:

@@ -69,8 +69,15 @@ class MirrorStore:
         return iter(sorted(seen.values(), key=lambda i: i.handle.name))
 
     def delete(self, handle: Handle) -> None:
+        """Delete everywhere; a target that already lacks the object is fine, unless every target does."""
+        missing = 0
         for store in self._stores:
-            store.delete(handle)
+            try:
+                store.delete(handle)
+            except NotFound:
+                missing += 1
+        if missing == len(self._stores):
+            raise NotFound(f"{handle} does not exist on any target")
 
     def warmup(self, handles: Iterable[Handle]) -> None:
         handles = list(handles)

@@ -1,0 +1,35 @@
+"""Config validation: one line naming the file and the key, for every mistake a user makes."""
+
+from __future__ import annotations
+
+import pytest
+
+from coldvault.config import parse_config
+from coldvault.errors import ConfigError
+
+TARGET = '[[targets]]\nname = "t"\ntype = "local"\npath = "/srv/backup"\n'
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ('[[sources]]\nname = "db"\ncommand = "PGPASSWORD=hunter2 pg_dump shop"\n', "variable assignment"),
+        ('[[sources]]\nname = "db"\ncommand = ["A_B=1", "x"]\n', "variable assignment"),
+        ('[[sources]]\nname = "x"\npaths = ["/a"]\ncommand = "true"\n', "exactly one of"),
+        ('[[sources]]\nname = "bad name"\npaths = ["/a"]\n', "sources[1]"),
+        ("[repository.format]\nchunk_avg_size = 128\nchunk_min_size = 64\nchunk_max_size = 512\n", "at least 256"),
+        ('[[targets]]\nname = "t"\ntype = "local"\npath = "/x"\n', "unique"),
+    ],
+)
+def test_mistakes_are_one_line_naming_the_key(extra: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(TARGET + extra, origin="c.toml")
+    message = str(raised.value)
+    assert message.startswith("c.toml: ") and "\n" not in message
+    assert needle in message or needle.lower() in message.lower(), message
+    assert "hunter2" not in message
+
+
+def test_a_command_that_merely_contains_an_equals_sign_is_fine() -> None:
+    config = parse_config(TARGET + '[[sources]]\nname = "db"\ncommand = "pg_dump --dbname=shop"\n')
+    assert config.sources[0].command == ["pg_dump", "--dbname=shop"]
