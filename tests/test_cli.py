@@ -175,6 +175,7 @@ def test_corrupt_pack_never_restores_silently(initialised: CLI, tmp_path: Path) 
         ("failing-command", ["backup", "--source", "db"], 15, b"boom"),
         ("no-passphrase", ["snapshots"], 10, b"COLDVAULT_PASSPHRASE"),
         ("target-is-a-file", ["init"], 14, b"Not a directory"),
+        ("ok", ["restore", "latest", "/dev/null/below-a-file", "--source", "files"], 16, b"cannot restore"),
     ],
 )
 def test_user_errors_are_one_line_with_their_exit_code(
@@ -185,6 +186,8 @@ def test_user_errors_are_one_line_with_their_exit_code(
         (tmp_path / "repo").write_text("not a directory")
     elif setup != "not-initialised":
         assert cli("init").returncode == 0
+    if args[0] == "restore" and "--source" in args:
+        assert cli("backup", "--source", "files").returncode == 0
     if setup == "missing-config":
         cli.config.unlink()
     elif setup == "bad-toml":

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Encrypted, deduplicated, immutable cold backups.",
         parents=[_global_options(in_subcommand=False)],
         epilog="exit codes: 0 ok, 2 usage, 3 partial (files skipped), 10 config, 11 key, 12 repository,"
-        " 13 integrity, 14 target, 15 source, 70 internal, 130 interrupted",
+        " 13 integrity, 14 target, 15 source, 16 destination, 70 internal, 130 interrupted",
     )
     parser.add_argument("--version", action="version", version=f"coldvault {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -13,7 +13,8 @@
     │   ├── Archived                    the object needs warm-up (rehydration) before it can be read
     │   ├── Transient                   retryable; may carry retry_after seconds
     │   └── PermissionDenied
-    └── SourceError                     exit 15  a backup source cannot be read (command failed, path missing)
+    ├── SourceError                     exit 15  a backup source cannot be read (command failed, path missing)
+    └── DestinationError                exit 16  a restore cannot write its destination (full, read-only)
 
 Exit codes that are not errors: 0 success, 3 a backup committed its snapshot
 but skipped files it could not read, or a restore skipped entries it cannot
@@ -92,6 +93,10 @@ class SourceError(ColdvaultError):
     exit_code = 15
 
 
+class DestinationError(ColdvaultError):
+    exit_code = 16
+
+
 EXIT_OK = 0
 EXIT_PARTIAL = 3
 EXIT_INTERNAL = 70
@@ -102,6 +107,7 @@ __all__ = [
     "Archived",
     "ColdvaultError",
     "ConfigError",
+    "DestinationError",
     "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
     "EXIT_OK",

@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 from coldvault.engine.pipeline import OrderedPipeline
 from coldvault.engine.progress import Progress
-from coldvault.errors import IntegrityError, UsageError
+from coldvault.errors import DestinationError, IntegrityError, UsageError
 from coldvault.repo.blob import BlobKind
 from coldvault.repo.manifest import STREAM, Snapshot
 from coldvault.repo.repository import Repository
@@ -194,16 +194,25 @@ class _Restorer:
 
     def run(self, nodes: Iterable[Node]) -> RestoreResult:
         try:
+            previous: list[bytes] = []
             for node in nodes:
-                self._restore(node)
+                # Strictly increasing by components, as every writer emits them: this alone rules out
+                # duplicate entries and a file and a directory claiming the same name.
+                key = node.path.split(b"/")
+                if key <= previous:
+                    raise IntegrityError(f"the snapshot's listing is out of order at {os.fsdecode(node.path)!r}")
+                previous = key
+                with _destination_errors(node.path):
+                    self._restore(node)
             self._feed(keep=0)
             self.pipeline.drain()
             for node in reversed(self.dirs):  # children first: writing into a directory changes its mtime
-                fd = self.dest.open_dir(node.path)
-                try:
-                    _apply_metadata(node, fd)
-                finally:
-                    os.close(fd)
+                with _destination_errors(node.path):
+                    fd = self.dest.open_dir(node.path)
+                    try:
+                        _apply_metadata(node, fd)
+                    finally:
+                        os.close(fd)
         finally:
             queued = [t.file for t in self.pipeline.cancel()] + [f for f, _ in self.lanes]
             unfinished = {id(f): f for f in queued}.values()
@@ -302,7 +311,7 @@ class _Restorer:
         data = self.repo.read_blob(BlobKind.DATA, chunk_id)
         # An all-zero chunk becomes a hole: sparse files stay sparse, and cost no writes.
         if len(data) > len(self.zeros) or data != self.zeros[: len(data)]:
-            with file.write_lock:
+            with file.write_lock, _destination_errors(file.node.path):
                 _pwrite_all(file.fd, data, offset)
         return len(data)
 
@@ -335,6 +344,19 @@ class _Restorer:
         os.utime(name, ns=(node.mtime_ns, node.mtime_ns), dir_fd=parent)
 
 
+@contextlib.contextmanager
+def _destination_errors(path: bytes) -> Iterator[None]:
+    """The destination refused a write: one line naming the entry, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        where = f" at {os.fsdecode(path)!r}" if path else ""
+        raise DestinationError(
+            f"cannot restore{where}: {exc.strerror or exc}; check the destination's free space, permissions"
+            " and that it is a directory"
+        ) from None
+
+
 def _apply_metadata(node: Node, fd: int) -> None:
     if _AS_ROOT:
         os.fchown(fd, node.uid, node.gid)
@@ -353,7 +375,9 @@ def restore(
     repo: Repository, snapshot: Snapshot, dest: Path, *, path: str | None, workers: int, progress: Progress
 ) -> RestoreResult:
     progress.start(f"restore {snapshot.id[:8]}", snapshot.summary.get("bytes"))
-    result = _Restorer(repo, dest, workers, progress).run(select_nodes(repo.listing(snapshot), path))
+    with _destination_errors(b""):
+        restorer = _Restorer(repo, dest, workers, progress)
+    result = restorer.run(select_nodes(repo.listing(snapshot), path))
     progress.finish()
     return result
 
