@@ -1110,3 +1110,22 @@ def test_chunk_sizes_fastcdc_cannot_use_are_refused_by_the_config(tmp_path: Path
     assert snapshot.summary["new_chunks"] > 20
     run_restore(repo, snapshot, tmp_path / "dest")
     assert (under(tmp_path / "dest", src) / "f").read_bytes() == (src / "f").read_bytes()
+
+
+def test_a_file_rewritten_while_it_is_read_is_a_warning_and_read_again_next_time(
+    repo: Repository, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(random.Random(1).randbytes(200_000))
+    source = tree_source(unique("changing"), src)
+
+    def rewrite_a() -> None:  # runs after the first chunk of a was read, before the rest
+        (src / "a").write_bytes(b"new content" * 30_000)
+
+    first = run_backup(repo, source, HookProgress(rewrite_a))
+    assert len(first.warnings) == 1 and "changed while it was read" in first.warnings[0]
+    second = run_backup(repo, source)
+    assert second.warnings == () and second.summary["reused_files"] == 0  # read again, not trusted
+    run_restore(repo, second, tmp_path / "dest")
+    assert (under(tmp_path / "dest", src) / "a").read_bytes() == b"new content" * 30_000

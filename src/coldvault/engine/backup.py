@@ -239,7 +239,13 @@ def _read_file(run: _Run, node: Node, entry: Entry) -> int:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(0, "no longer a regular file")
-        return run.read(node, fd)
+        size = run.read(node, fd)
+        after, before = os.fstat(fd), entry.stat
+        if (size, after.st_mtime_ns, after.st_ctime_ns) != (after.st_size, before.st_mtime_ns, before.st_ctime_ns):
+            # The stored copy may mix old and new content: say so, and make the next backup read it again.
+            run.warn(f"{os.fsdecode(entry.absolute)} changed while it was read; the snapshot holds what was read")
+            node.ctime_ns = 0
+        return size
     finally:
         os.close(fd)
 
