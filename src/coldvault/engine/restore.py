@@ -97,10 +97,7 @@ class _Destination:
         fd = os.dup(self._root)
         for part in folder.split(b"/") if folder else []:
             try:
-                next_fd = _open_dir_nofollow(part, fd)
-            except FileNotFoundError:
-                os.mkdir(part, 0o700, dir_fd=fd)
-                next_fd = _open_dir_nofollow(part, fd)
+                next_fd = _open_or_make_dir(part, fd)
             except OSError as exc:
                 os.close(fd)
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
@@ -119,8 +116,12 @@ class _Destination:
             self._cached = None
 
 
-def _open_dir_nofollow(name: bytes, dir_fd: int) -> int:
-    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+def _open_or_make_dir(name: bytes, dir_fd: int) -> int:
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except FileNotFoundError:
+        os.mkdir(name, 0o700, dir_fd=dir_fd)
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
 
 
 def _clear(name: bytes, dir_fd: int) -> None:
@@ -244,8 +245,13 @@ class _Restorer:
                 os.chown(name, node.uid, node.gid, dir_fd=parent, follow_symlinks=False)
             os.utime(name, ns=(node.mtime_ns, node.mtime_ns), dir_fd=parent, follow_symlinks=False)
         elif node.type == FIFO:
-            os.mkfifo(name, node.mode, dir_fd=parent)
-            self._apply_metadata_at(node, parent, name)
+            os.mkfifo(name, 0o600, dir_fd=parent)
+            # Through a descriptor, not the name: a symlink swapped in meanwhile is never followed.
+            fifo = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=parent)
+            try:
+                _apply_metadata(node, fifo)
+            finally:
+                os.close(fifo)
         elif node.type in (CHARDEV, BLOCKDEV):
             if not _AS_ROOT:
                 self.warn(f"{os.fsdecode(node.path)}: device files restore only as root; skipped")
@@ -273,8 +279,13 @@ class _Restorer:
             finally:
                 os.close(leader_dir)
         temp_name = b".coldvault-" + secrets.token_hex(8).encode() + b".partial"
-        fd = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent)
-        open_file = _OpenFile(node, fd, os.dup(parent), temp_name, name)
+        dir_fd = os.dup(parent)
+        try:
+            fd = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+        except BaseException:
+            os.close(dir_fd)
+            raise
+        open_file = _OpenFile(node, fd, dir_fd, temp_name, name)
         if node.link_group is not None:
             self.links[node.link_group] = node.path
         self.lanes.append((open_file, self._chunk_plan(node)))

@@ -96,6 +96,9 @@ class BlobWriter:
             raise
         with self._lock:
             self._uploads.append(future)
+            failed = next((f for f in self._uploads if f.done() and f.exception() is not None), None)
+        if failed is not None:
+            raise failed.exception()  # type: ignore[misc]  # stop reading sources as soon as a pack is lost
 
     def _upload(self, builder: PackBuilder) -> PackRecord:
         try:
