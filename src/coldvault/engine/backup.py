@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -194,7 +194,7 @@ def _parent_snapshot(repo: Repository, source: Source) -> Snapshot | None:
 
 
 def _read_tree(run: _Run, source: Source, parent: Snapshot | None) -> None:
-    previous = {n.path: n for n in run.repo.listing(parent) if n.type == FILE} if parent else {}
+    previous = _ParentCursor(run.repo.listing(parent) if parent else iter(()))
     index = run.repo.index
     leaders: dict[tuple[int, int], Node] = {}
     excludes = Excludes(source.exclude)
@@ -215,8 +215,13 @@ def _read_tree(run: _Run, source: Source, parent: Snapshot | None) -> None:
                 run.add_link(node, leader)
                 continue
             node.link_group = len(leaders)
-        before = previous.get(node.path)
-        if before is not None and _unchanged(before, st) and all(index.has(BlobKind.DATA, c) for c in before.chunks):
+        before = previous.find(node.path)
+        if (
+            before is not None
+            and before.type == FILE
+            and _unchanged(before, st)
+            and all(index.has(BlobKind.DATA, c) for c in before.chunks)
+        ):
             node.chunks, node.size = before.chunks, before.size
             run.stats["reused_files"] += 1
             run.progress.advance(node.size)
@@ -248,6 +253,28 @@ def _read_file(run: _Run, node: Node, entry: Entry) -> int:
         return size
     finally:
         os.close(fd)
+
+
+class _ParentCursor:
+    """Walks the parent snapshot's listing alongside the source, in the same order, in constant memory.
+
+    The walk and every listing are sorted by path components, so one forward pass finds each
+    entry's previous version; were the orders ever to differ, files would be read again, nothing worse.
+    """
+
+    def __init__(self, nodes: Iterator[Node]) -> None:
+        self._nodes = nodes
+        self._advance()
+
+    def find(self, path: bytes) -> Node | None:
+        key = path.split(b"/")
+        while self._current is not None and self._key < key:
+            self._advance()
+        return self._current if self._current is not None and self._key == key else None
+
+    def _advance(self) -> None:
+        self._current = next(self._nodes, None)
+        self._key = self._current.path.split(b"/") if self._current is not None else []
 
 
 def _unchanged(before: Node, st: os.stat_result) -> bool:
