@@ -29,6 +29,7 @@ class BlobWriter:
         self._uploader = ThreadPoolExecutor(uploads_in_flight, thread_name_prefix="coldvault-upload")
         self._slots = threading.BoundedSemaphore(uploads_in_flight)
         self._uploads: list[Future[PackRecord]] = []
+        self._failure: BaseException | None = None  # the first upload that failed
         self._local = threading.local()
         self._known = repo.index  # loaded here, once, before worker threads race to load it
         self.new_chunks = 0
@@ -94,11 +95,15 @@ class BlobWriter:
         except BaseException:
             self._slots.release()
             raise
+        future.add_done_callback(self._note_failure)
         with self._lock:
             self._uploads.append(future)
-            failed = next((f for f in self._uploads if f.done() and f.exception() is not None), None)
-        if failed is not None:
-            raise failed.exception()  # type: ignore[misc]  # stop reading sources as soon as a pack is lost
+        if self._failure is not None:
+            raise self._failure  # stop reading sources as soon as a pack is lost
+
+    def _note_failure(self, future: Future[PackRecord]) -> None:
+        if not future.cancelled() and future.exception() is not None and self._failure is None:
+            self._failure = future.exception()
 
     def _upload(self, builder: PackBuilder) -> PackRecord:
         try:
