@@ -1,13 +1,30 @@
 """Configuration: the typed model, the TOML loader and secrets."""
 
 from coldvault.config.loader import load_config, parse_config
-from coldvault.config.model import Config, FormatConfig, LocalTarget, RepositoryConfig, Source, Target
+from coldvault.config.model import (
+    AzureTarget,
+    CloudTarget,
+    Config,
+    FormatConfig,
+    GcsTarget,
+    LocalTarget,
+    LockConfig,
+    RepositoryConfig,
+    S3Target,
+    Source,
+    Target,
+)
 from coldvault.config.secret import Secret, read_secret_file, write_secret_file
 
 __all__ = [
     "Config",
     "FormatConfig",
+    "AzureTarget",
+    "CloudTarget",
+    "GcsTarget",
     "LocalTarget",
+    "LockConfig",
+    "S3Target",
     "RepositoryConfig",
     "Secret",
     "Source",

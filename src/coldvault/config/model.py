@@ -17,6 +17,15 @@ _SIZE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
+DEFAULT_LOCK_DAYS = 30
+# Where packs may go.  Everything else (config, key slots, indexes, manifests, listings) stays
+# in the default class, readable at once.
+S3_STORAGE_CLASSES = frozenset(
+    {"STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE"}
+)
+GCS_STORAGE_CLASSES = frozenset({"STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE"})
+AZURE_STORAGE_CLASSES = frozenset({"Hot", "Cool", "Cold", "Archive"})
+
 
 def _parse_size(value: object) -> object:
     """Accept 1048576 or "1MiB"; binary units only, so "1M" means 2**20."""
@@ -90,7 +99,85 @@ class LocalTarget(_Strict):
     path: ExpandedPath
 
 
-Target = Annotated[LocalTarget, Field(discriminator="type")]
+class LockConfig(_Strict):
+    """Retention written with every object at upload: compliance (nobody can shorten it) or governance."""
+
+    mode: Literal["compliance", "governance"] = "compliance"
+    days: int = Field(default=DEFAULT_LOCK_DAYS, ge=1, le=36500)
+
+
+def _lock_switch(value: object) -> object:
+    """``lock = false`` turns locking off; ``true`` (or omitting it) means the defaults."""
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
+
+
+Lock = Annotated[LockConfig | None, BeforeValidator(_lock_switch)]
+_PREFIX = r"^([A-Za-z0-9._-]+/)*$"
+_ENDPOINT = r"^https?://[^/\s]+(/[^\s]*)?$"
+
+
+class _CloudTarget(_Strict):
+    name: Name
+    prefix: Annotated[str, Field(pattern=_PREFIX)] = ""
+    endpoint: Annotated[str | None, Field(pattern=_ENDPOINT)] = None
+    storage_class: str | None = None
+    lock: Lock = LockConfig()
+    credentials_file: ExpandedPath | None = None
+    max_in_flight: int = Field(default=4, ge=1, le=64)
+    part_size: Size = 16 << 20
+
+    @model_validator(mode="after")
+    def _known_class(self) -> _CloudTarget:
+        classes = self.storage_classes()
+        if self.storage_class is not None and self.storage_class not in classes:
+            raise ValueError(f"storage_class must be one of {', '.join(sorted(classes))}, got {self.storage_class!r}")
+        if self.part_size < 5 << 20:
+            raise ValueError("part_size must be at least 5MiB (the smallest part S3 accepts)")
+        return self
+
+    @classmethod
+    def storage_classes(cls) -> frozenset[str]:
+        raise NotImplementedError
+
+
+class S3Target(_CloudTarget):
+    type: Literal["s3"]
+    bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+    region: str | None = None
+    restore_tier: Literal["Standard", "Bulk", "Expedited"] = "Standard"
+
+    @classmethod
+    def storage_classes(cls) -> frozenset[str]:
+        return S3_STORAGE_CLASSES
+
+
+class GcsTarget(_CloudTarget):
+    type: Literal["gcs"]
+    bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")]
+    region: str | None = None
+    project: str | None = None
+
+    @classmethod
+    def storage_classes(cls) -> frozenset[str]:
+        return GCS_STORAGE_CLASSES
+
+
+class AzureTarget(_CloudTarget):
+    type: Literal["azure"]
+    container: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9]|-(?:[a-z0-9])){1,61}[a-z0-9]?$")]
+    rehydrate_priority: Literal["Standard", "High"] = "Standard"
+
+    @classmethod
+    def storage_classes(cls) -> frozenset[str]:
+        return AZURE_STORAGE_CLASSES
+
+
+CloudTarget = S3Target | GcsTarget | AzureTarget
+Target = Annotated[LocalTarget | S3Target | GcsTarget | AzureTarget, Field(discriminator="type")]
 
 
 class Source(_Strict):

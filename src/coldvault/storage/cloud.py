@@ -1,0 +1,49 @@
+"""What the three cloud adapters share: object keys under a prefix, upload parts, lock settings.
+
+The adapters themselves only translate between the Store protocol and one SDK;
+anything that would otherwise be written three times lives here or in a wrapper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from coldvault.storage.handle import Handle, Kind
+from coldvault.storage.protocol import BytesLike
+
+LOCK_MODES = ("compliance", "governance")
+
+
+@dataclass(frozen=True)
+class ObjectKeys:
+    """Maps handles to object keys under an optional prefix ("prod/"), and keys back to handles."""
+
+    prefix: str = ""
+
+    def key(self, handle: Handle) -> str:
+        return self.prefix + handle.path
+
+    def folder(self, kind: Kind) -> str:
+        """The listing prefix of one kind; the config object is listed by its exact key."""
+        return self.prefix + ("config" if kind is Kind.CONFIG else kind.value + "/")
+
+    def handle(self, key: str, kind: Kind) -> Handle | None:
+        """The handle of a listed key, or None for anything coldvault did not write (never trusted)."""
+        if not key.startswith(self.prefix):
+            return None
+        handle = Handle.from_path(key[len(self.prefix) :])
+        return handle if handle is not None and handle.kind is kind else None
+
+
+def parts(data: BytesLike, part_size: int) -> Iterator[memoryview]:
+    """Consecutive views of at most ``part_size`` bytes; no copies."""
+    view = memoryview(data).cast("B")
+    for start in range(0, len(view), part_size):
+        yield view[start : start + part_size]
+
+
+def utc(moment: datetime) -> datetime:
+    """Providers answer in UTC, local time or naive UTC; compare and report in aware UTC only."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
