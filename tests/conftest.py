@@ -6,12 +6,19 @@ it uses; emulators are shared across tests because each takes a second or more t
 
 from __future__ import annotations
 
+import importlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import TypeAdapter
 
 from coldvault import emulators
+from coldvault.config import Target, write_secret_file
+from coldvault.storage.protocol import Store
 
 
 def _serve(emulator: emulators.Emulator) -> Iterator[emulators.Emulator]:
@@ -41,3 +48,91 @@ def azurite_server() -> Iterator[emulators.Emulator]:
 def bucket_name() -> str:
     """A fresh name that is valid as an S3 bucket, a GCS bucket and an Azure container."""
     return f"cv-test-{uuid.uuid4().hex[:20]}"
+
+
+@dataclass
+class CloudBucket:
+    """A fresh bucket (or container) on an emulator: the target table for a config, and a raw SDK handle."""
+
+    type: str
+    target: dict[str, Any]
+    raw_put: Callable[[str, bytes], None]  # writes behind coldvault's back, as a provider's bit rot would
+
+    def model(self, **overrides: Any) -> Target:
+        return TypeAdapter(Target).validate_python({**self.target, **overrides})
+
+    def adapter(self, **overrides: Any) -> Store:
+        module = importlib.import_module(f"coldvault.storage.{self.type}")
+        return module.connect(self.model(**overrides))
+
+
+@pytest.fixture
+def s3_bucket(moto_server: emulators.Emulator, bucket_name: str, tmp_path: Path) -> CloudBucket:
+    """A bucket with Object Lock (hence versioning) in eu-west-1, and a credentials file as OPERATIONS.md shows."""
+    import boto3
+
+    credentials = tmp_path / "aws.json"
+    write_secret_file(credentials, b'{"access_key_id": "AKIATEST", "secret_access_key": "test-secret"}')
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_server.endpoint,
+        region_name="eu-west-1",
+        aws_access_key_id="AKIATEST",
+        aws_secret_access_key="test-secret",
+    )
+    client.create_bucket(
+        Bucket=bucket_name,
+        CreateBucketConfiguration={"LocationConstraint": "eu-west-1"},
+        ObjectLockEnabledForBucket=True,
+    )
+    target = {
+        "name": "aws-eu",
+        "type": "s3",
+        "bucket": bucket_name,
+        "region": "eu-west-1",
+        "endpoint": moto_server.endpoint,
+        "credentials_file": str(credentials),
+        "lock": {"mode": "compliance", "days": 1},
+    }
+    return CloudBucket("s3", target, lambda key, data: client.put_object(Bucket=bucket_name, Key=key, Body=data))
+
+
+@pytest.fixture
+def gcs_bucket(gcs_server: emulators.Emulator, bucket_name: str) -> CloudBucket:
+    """The emulator cannot enforce retention (OPERATIONS.md), so the target is configured without lock."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    client = storage.Client(
+        project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": gcs_server.endpoint}
+    )
+    bucket = client.create_bucket(bucket_name)
+    target = {"name": "gcs-us", "type": "gcs", "bucket": bucket_name, "endpoint": gcs_server.endpoint, "lock": False}
+    return CloudBucket("gcs", target, lambda key, data: bucket.blob(key).upload_from_string(data))
+
+
+@pytest.fixture
+def azure_container(azurite_server: emulators.Emulator, bucket_name: str, tmp_path: Path) -> CloudBucket:
+    """Azurite ignores immutability policies (OPERATIONS.md), so the target is configured without lock."""
+    from azure.storage.blob import BlobServiceClient
+
+    connection = emulators.azurite_connection_string(azurite_server.endpoint)
+    credentials = tmp_path / "azure.conn"
+    write_secret_file(credentials, connection.encode())
+    container = BlobServiceClient.from_connection_string(connection).create_container(bucket_name)
+    target = {
+        "name": "azure-we",
+        "type": "azure",
+        "container": bucket_name,
+        "credentials_file": str(credentials),
+        "lock": False,
+    }
+    return CloudBucket(
+        "azure", target, lambda key, data: container.get_blob_client(key).upload_blob(data, overwrite=True)
+    )
+
+
+@pytest.fixture(params=["s3", "gcs", "azure"])
+def cloud_bucket(request: pytest.FixtureRequest) -> CloudBucket:
+    """Each cloud in turn, for tests that every cloud target must pass."""
+    return request.getfixturevalue({"s3": "s3_bucket", "gcs": "gcs_bucket", "azure": "azure_container"}[request.param])

@@ -39,6 +39,7 @@ def _emit_json(doc: object) -> None:
 
 
 def cmd_init(args: argparse.Namespace, session: Session) -> int:
+    store = session.store(writing=True)
     for target in session.config.targets:
         try:
             open_store(target).head(Handle(Kind.CONFIG))
@@ -46,7 +47,7 @@ def cmd_init(args: argparse.Namespace, session: Session) -> int:
             continue
         raise RepositoryError(f"target {target.name!r} already holds a coldvault repository; nothing was changed")
     passphrase = session.passphrase(confirm=True)
-    repo = Repository.init(session.store(), passphrase, session.config.repository.format)
+    repo = Repository.init(store, passphrase, session.config.repository.format)
     names = ", ".join(t.name for t in session.config.targets)
     print(f"initialised repository {repo.id} on {names}")
     print("keep the passphrase safe, and escrow the recovery key offline: coldvault key export")
@@ -57,8 +58,12 @@ def cmd_backup(args: argparse.Namespace, session: Session) -> int:
     sources = [session.config.source(args.source)] if args.source else list(session.config.sources)
     if not sources:
         raise UsageError("the config has no [[sources]]; add one (see configs/example.toml)")
-    repo = session.open_repo()
-    options = BackupOptions(workers=session.workers, compression_level=session.config.repository.compression_level)
+    repo = session.open_repo(writing=True)
+    options = BackupOptions(
+        workers=session.workers,
+        compression_level=session.config.repository.compression_level,
+        uploads_in_flight=session.uploads_in_flight,
+    )
     results = []
     for source in sources:
         result = backup(repo, source, options, make_progress(quiet=args.quiet or args.json))

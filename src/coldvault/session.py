@@ -13,7 +13,7 @@ from coldvault.errors import ConfigError, UsageError, WrongKey
 from coldvault.repo.keys import decode_recovery_key
 from coldvault.repo.repository import Repository
 from coldvault.storage.cache import CachingStore
-from coldvault.storage.factory import open_targets
+from coldvault.storage.factory import check_targets, open_targets
 from coldvault.storage.protocol import Store
 
 PASSPHRASE_ENV = "COLDVAULT_PASSPHRASE"
@@ -48,13 +48,21 @@ class Session:
     def workers(self) -> int:
         return self.config.repository.workers or os.cpu_count() or 2
 
-    def store(self, *, cached: bool = True) -> Store:
+    @property
+    def uploads_in_flight(self) -> int:
+        """Uploads to a directory are bounded by the disk; to a cloud, by round trips, so several overlap."""
+        return max((t.max_in_flight for t in self.config.targets if t.type != "local"), default=1)
+
+    def store(self, *, cached: bool = True, writing: bool = False) -> Store:
+        """The targets' store; ``writing`` first checks that each bucket exists and supports its lock settings."""
         targets = open_targets(list(self.config.targets))
+        if writing:
+            check_targets(list(self.config.targets), targets)
         return CachingStore(targets, self.state_dir / "cache") if cached else targets
 
-    def open_repo(self, *, cached: bool = True) -> Repository:
+    def open_repo(self, *, cached: bool = True, writing: bool = False) -> Repository:
         """Unlock and open the repository; ``cached=False`` reads every object from the targets (for check)."""
-        store = self.store(cached=cached)
+        store = self.store(cached=cached, writing=writing)
         if self.recovery_key_file is not None:
             return Repository.open(store, recovery_key=self.recovery_key())
         return Repository.open(store, passphrase=self.passphrase())

@@ -128,6 +128,7 @@ class _CloudTarget(_Strict):
     lock: Lock = LockConfig()
     credentials_file: ExpandedPath | None = None
     max_in_flight: int = Field(default=4, ge=1, le=64)
+    retries: int = Field(default=5, ge=0, le=20)
     part_size: Size = 16 << 20
 
     @model_validator(mode="after")

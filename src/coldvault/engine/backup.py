@@ -42,6 +42,7 @@ _STDERR_TAIL_LINES = 5
 class BackupOptions:
     workers: int
     compression_level: int
+    uploads_in_flight: int = 1  # more pays off only where an upload waits on the network
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,9 @@ class _Run:
         self.progress = progress
         self.warnings: list[str] = []
         self.started = time.monotonic()
-        self.writer = BlobWriter(repo, compression_level=options.compression_level)
+        self.writer = BlobWriter(
+            repo, compression_level=options.compression_level, uploads_in_flight=options.uploads_in_flight
+        )
         self.pool = ThreadPoolExecutor(options.workers, thread_name_prefix="coldvault-chunk")
         # The segment pool bounds the file data in flight; a few spare segments keep reading ahead.
         params = repo.format.chunker

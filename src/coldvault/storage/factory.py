@@ -1,18 +1,59 @@
-"""Build the store for the configured targets."""
+"""Build the store for the configured targets, and check that each can do what its config asks."""
 
 from __future__ import annotations
 
-from coldvault.config.model import Target
+import importlib
+
+from coldvault.config.model import CloudTarget, Target
+from coldvault.errors import ConfigError
+from coldvault.storage.limit import LimitedStore
 from coldvault.storage.local import LocalStore
 from coldvault.storage.mirror import MirrorStore
+from coldvault.storage.policy import PolicyStore
 from coldvault.storage.protocol import Store
+from coldvault.storage.retry import RetryingStore
+
+# Imported on first use: each SDK costs a few hundred milliseconds to import.
+_ADAPTERS = {"s3": "coldvault.storage.s3", "gcs": "coldvault.storage.gcs", "azure": "coldvault.storage.azure"}
 
 
 def open_store(target: Target) -> Store:
-    return LocalStore(target.path, name=target.name)
+    """A target's stack: adapter → retry → concurrency limit → lock and tier policy."""
+    if target.type == "local":
+        return LocalStore(target.path, name=target.name)
+    adapter = importlib.import_module(_ADAPTERS[target.type]).connect(target)
+    return PolicyStore(
+        LimitedStore(RetryingStore(adapter, retries=target.retries), target.max_in_flight),
+        lock_days=target.lock.days if target.lock else None,
+        pack_storage_class=target.storage_class,
+    )
 
 
 def open_targets(targets: list[Target]) -> Store:
     """One store for one target; a mirror over all of them otherwise."""
     stores = [open_store(t) for t in targets]
     return stores[0] if len(stores) == 1 else MirrorStore(stores)
+
+
+def check_targets(targets: list[Target], store: Store) -> None:
+    """Before writing: every cloud target's bucket exists, is reachable, and supports the lock it is configured with."""
+    stores = store.stores if isinstance(store, MirrorStore) else [store]
+    for target, target_store in zip(targets, stores, strict=True):
+        if target.type != "local":
+            _check_cloud(target, target_store)
+
+
+def _check_cloud(target: CloudTarget, store: Store) -> None:
+    capabilities = store.capabilities  # the first request: a missing bucket or bad credentials show here
+    if target.lock is not None and not capabilities.object_lock:
+        where = f"bucket {target.bucket!r}" if target.type != "azure" else f"container {target.container!r}"
+        feature = {
+            "s3": "Object Lock",
+            "gcs": "object retention",
+            "azure": "version-level immutability",
+        }[target.type]
+        raise ConfigError(
+            f"target {target.name}: {where} does not have {feature} enabled, but the config asks for"
+            f" lock = {{ mode = {target.lock.mode!r}, days = {target.lock.days} }}; enable it"
+            " (docs/OPERATIONS.md, 'Cloud setup') or set lock = false to write unlocked objects"
+        )

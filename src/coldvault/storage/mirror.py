@@ -18,15 +18,15 @@ class MirrorStore:
     def __init__(self, stores: list[Store]) -> None:
         if not stores:
             raise ValueError("a mirror needs at least one store")
-        self._stores = stores
+        self.stores = stores
 
     @property
     def name(self) -> str:
-        return "+".join(s.name for s in self._stores)
+        return "+".join(s.name for s in self.stores)
 
     @property
     def capabilities(self) -> Capabilities:
-        caps = [s.capabilities for s in self._stores]
+        caps = [s.capabilities for s in self.stores]
         return Capabilities(
             object_lock=all(c.object_lock for c in caps),
             storage_classes=frozenset.intersection(*(c.storage_classes for c in caps)),
@@ -46,12 +46,12 @@ class MirrorStore:
     ) -> ObjectInfo:
         existed = 0
         info = ObjectInfo(handle, len(data))
-        for store in self._stores:
+        for store in self.stores:
             try:
                 info = store.put(handle, data, mode=mode, retain_until=retain_until, storage_class=storage_class)
             except AlreadyExists:
                 existed += 1  # a retried write: objects are named by content, so the bytes are the same
-        if existed == len(self._stores):
+        if existed == len(self.stores):
             raise AlreadyExists(f"{handle} already exists on every target")
         return info
 
@@ -63,7 +63,7 @@ class MirrorStore:
 
     def list(self, kind: Kind) -> Iterator[ObjectInfo]:
         seen: dict[Handle, ObjectInfo] = {}
-        for store in self._stores:
+        for store in self.stores:
             for info in store.list(kind):
                 seen.setdefault(info.handle, info)
         return iter(sorted(seen.values(), key=lambda i: i.handle.name))
@@ -71,25 +71,25 @@ class MirrorStore:
     def delete(self, handle: Handle) -> None:
         """Delete everywhere; a target that already lacks the object is fine, unless every target does."""
         missing = 0
-        for store in self._stores:
+        for store in self.stores:
             try:
                 store.delete(handle)
             except NotFound:
                 missing += 1
-        if missing == len(self._stores):
+        if missing == len(self.stores):
             raise NotFound(f"{handle} does not exist on any target")
 
     def warmup(self, handles: Iterable[Handle]) -> None:
         handles = list(handles)
-        for store in self._stores:
+        for store in self.stores:
             store.warmup(handles)
 
     def warmup_status(self, handles: Iterable[Handle]) -> dict[Handle, bool]:
-        return self._stores[0].warmup_status(handles)
+        return self.stores[0].warmup_status(handles)
 
     def _first(self, action, handle: Handle):  # type: ignore[no-untyped-def]
         error: TargetError = NotFound(f"{handle} does not exist on any target")
-        for store in self._stores:
+        for store in self.stores:
             try:
                 return action(store)
             except NotFound:

@@ -126,7 +126,13 @@ class S3Store:
             else:
                 checksum = _sha256(data)
                 answer = self._client.put_object(
-                    Bucket=self._bucket, Key=key, Body=bytes(data), ChecksumSHA256=checksum, **options, **condition
+                    Bucket=self._bucket,
+                    Key=key,
+                    Body=bytes(data),
+                    ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=checksum,
+                    **options,
+                    **condition,
                 )
                 self._confirm(answer.get("ChecksumSHA256"), checksum, handle)
         return ObjectInfo(
