@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", help="only this path and what is below it")
     p.add_argument("--source", help="with 'latest': the latest of this source")
     p.add_argument("--stdout", action="store_true", help="write a stream snapshot's bytes to stdout")
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how often to ask whether archived packs are warmed up (default: 60)",
+    )
 
     p = command("check", commands.cmd_check, "verify the repository's structure, and optionally its data")
     group = p.add_mutually_exclusive_group()

@@ -16,6 +16,7 @@ from coldvault.engine.backup import BackupOptions, backup
 from coldvault.engine.check import check
 from coldvault.engine.restore import restore, restore_to_stream, select_nodes
 from coldvault.engine.select import filter_snapshots, find_snapshot
+from coldvault.engine.warmup import packs_needed, warm_up
 from coldvault.errors import EXIT_OK, EXIT_PARTIAL, IntegrityError, NotFound, RepositoryError, UsageError
 from coldvault.repo.keys import encode_recovery_key
 from coldvault.repo.manifest import Snapshot
@@ -122,17 +123,24 @@ def cmd_restore(args: argparse.Namespace, session: Session) -> int:
     snapshot = find_snapshot(repo.snapshots(), args.snapshot, source=args.source)
     _ = repo.index  # load it now, so skipped index objects are reported before the restore starts
     _warn_skipped(repo)
+    if args.stdout and args.dest:
+        raise UsageError("give either DEST or --stdout, not both")
+    if not args.stdout and not args.dest:
+        raise UsageError("give a destination directory (or --stdout for a stream snapshot)")
+    needed = packs_needed(repo, select_nodes(repo.listing(snapshot), None if args.stdout else args.path))
+    warm_up(repo, needed, report=_status(args.quiet), poll_interval=args.poll_interval)
     if args.stdout:
-        if args.dest:
-            raise UsageError("give either DEST or --stdout, not both")
         restore_to_stream(repo, snapshot, sys.stdout.buffer, workers=session.workers)
         return EXIT_OK
-    if not args.dest:
-        raise UsageError("give a destination directory (or --stdout for a stream snapshot)")
     progress = make_progress(quiet=args.quiet)
     result = restore(repo, snapshot, Path(args.dest), path=args.path, workers=session.workers, progress=progress)
     print(f"restored snapshot {snapshot.id[:8]}: {result.files} files, {format_size(result.bytes)} into {args.dest}")
     return EXIT_PARTIAL if result.warnings else EXIT_OK
+
+
+def _status(quiet: bool):  # type: ignore[no-untyped-def]
+    """Where long waits report: stderr, so that --stdout and --json output stay clean."""
+    return (lambda _: None) if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
 
 
 def cmd_check(args: argparse.Namespace, session: Session) -> int:

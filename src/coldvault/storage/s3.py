@@ -352,7 +352,7 @@ def _credentials(target: S3Target) -> dict[str, str]:
         }
         token = fields.get("session_token") or fields.get("SessionToken")
     except (ValueError, AttributeError):
-        pairs, token = {}, None
+        pairs, token = {"aws_access_key_id": None}, None
     if not all(isinstance(v, str) and v for v in pairs.values()):
         raise ConfigError(
             f"{target.credentials_file}: expected JSON with access_key_id and secret_access_key"
