@@ -206,10 +206,11 @@ class AzureStore:
     def warmup(self, handles: Iterable[Handle]) -> None:
         for handle in handles:
             blob = self._blob(handle)
+            # A missing blob has nothing to warm up (as on S3); warmup_status reports it.
             with contextlib.suppress(NotFound), self._errors(f"warm up {handle}", handle):
                 properties = blob.get_blob_properties()
-                # Setting a tier on a blob that is not archived would move it, and a second request for
-                # one already rehydrating is refused: only archived, idle blobs are asked to come back.
+                # Setting a tier on a blob that is not archived would move it, and one already rehydrating
+                # needs no second request: only archived, idle blobs are asked to come back.
                 if _value(properties.blob_tier) == ARCHIVE and not properties.archive_status:
                     blob.set_standard_blob_tier(REHYDRATE_TO, rehydrate_priority=self._rehydrate_priority)
 
