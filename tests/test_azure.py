@@ -123,26 +123,6 @@ def test_create_only_refuses_to_replace_and_overwrite_replaces(store: AzureStore
 
 
 @emulator
-@pytest.mark.parametrize(
-    "offset, length, expected",
-    [
-        (0, 10, slice(0, 10)),
-        (5, None, slice(5, None)),
-        (5, 10, slice(5, 15)),
-        (995, 10, slice(995, 1000)),  # past the end: what there is
-        (1000, None, slice(1000, None)),
-        (2000, 5, slice(2000, 2005)),
-        (7, 0, slice(7, 7)),
-    ],
-)
-def test_range_reads(store: AzureStore, offset: int, length: int | None, expected: slice) -> None:
-    handle = Handle(Kind.DATA, name(3))
-    data = os.urandom(1000)
-    store.put(handle, data)
-    assert store.get(handle, offset=offset, length=length) == data[expected]
-
-
-@emulator
 @pytest.mark.parametrize("offset, length", [(0, None), (10, 10), (2000, None), (0, 0)])
 def test_reading_a_missing_object_is_not_found(store: AzureStore, offset: int, length: int | None) -> None:
     with pytest.raises(NotFound, match=r"^vault: data/"):

@@ -155,25 +155,6 @@ def test_create_only_and_overwrite(store: GcsStore) -> None:
 
 
 @pytest.mark.emulator
-@pytest.mark.parametrize(
-    "offset, length, expected",
-    [
-        (0, None, slice(0, None)),
-        (0, 10, slice(0, 10)),
-        (5, None, slice(5, None)),
-        (995, 10, slice(995, 1000)),  # past the end: what there is
-        (1000, None, slice(1000, None)),
-        (2000, 5, slice(2000, 2005)),
-        (7, 0, slice(7, 7)),
-    ],
-)
-def test_range_reads(store: GcsStore, offset: int, length: int | None, expected: slice) -> None:
-    handle = Handle(Kind.DATA, name(2))
-    data = os.urandom(1000)
-    store.put(handle, data)
-    assert store.get(handle, offset=offset, length=length) == data[expected]
-
-
 @pytest.mark.emulator
 def test_missing_objects_are_not_found(store: GcsStore) -> None:
     handle = Handle(Kind.INDEX, name("missing"))

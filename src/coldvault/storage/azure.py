@@ -56,7 +56,7 @@ from coldvault.errors import (
     TargetError,
     Transient,
 )
-from coldvault.storage.cloud import ObjectKeys, parts, utc
+from coldvault.storage.cloud import ObjectKeys, parts, seconds, utc
 from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.protocol import BytesLike, Capabilities, ObjectInfo, PutMode
 
@@ -290,7 +290,7 @@ class AzureStore:
             )
         if code in _BUSY:
             retry_after = exc.response.headers.get("retry-after") if exc.response is not None else None
-            return Transient(f"{where}: {code}: {_one_line(exc.message)}", retry_after=_seconds(retry_after))
+            return Transient(f"{where}: {code}: {_one_line(exc.message)}", retry_after=seconds(retry_after))
         if code == "Md5Mismatch":
             return IntegrityError(f"{self._name}: {handle} arrived damaged (MD5 mismatch)")
         if exc.response is None:  # the SDK gave up reading a body: the connection broke mid-transfer
@@ -381,13 +381,6 @@ def _code(exc: HttpResponseError) -> str:
 def _value(value: Any) -> Any:
     """The plain string behind one of the SDK's str enums (StandardBlobTier.HOT → "Hot")."""
     return getattr(value, "value", value)
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date: rare from Azure, and the backoff covers it
 
 
 def _one_line(value: object) -> str:

@@ -44,6 +44,18 @@ def parts(data: BytesLike, part_size: int) -> Iterator[memoryview]:
         yield view[start : start + part_size]
 
 
+def seconds(value: str | None) -> float | None:
+    """A Retry-After header in seconds; an HTTP date (rare from object stores) is left to the backoff."""
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def one_line(value: object) -> str:
+    return " ".join(str(value).split())
+
+
 def utc(moment: datetime) -> datetime:
     """Providers answer in UTC, local time or naive UTC; compare and report in aware UTC only."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

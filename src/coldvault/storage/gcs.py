@@ -42,7 +42,7 @@ from coldvault.errors import (
     TargetError,
     Transient,
 )
-from coldvault.storage.cloud import ObjectKeys, parts, utc
+from coldvault.storage.cloud import ObjectKeys, one_line, parts, seconds, utc
 from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.protocol import BytesLike, Capabilities, ObjectInfo, PutMode
 
@@ -237,12 +237,12 @@ class GcsStore:
         except DataCorruption:
             raise IntegrityError(f"{self._name}: could not {action}: it arrived damaged (crc32c mismatch)") from None
         except _NETWORK as exc:
-            raise Transient(f"{self._name}: could not {action}: {_one_line(exc)}") from None
+            raise Transient(f"{self._name}: could not {action}: {one_line(exc)}") from None
         except google.auth.exceptions.RefreshError as exc:
             if exc.retryable:  # the token service was busy; the credentials may well be fine
-                raise Transient(f"{self._name}: could not {action}: {_one_line(exc)}") from None
+                raise Transient(f"{self._name}: could not {action}: {one_line(exc)}") from None
             raise PermissionDenied(
-                f"{self._name}: could not {action}: the credentials were refused ({_one_line(exc)});"
+                f"{self._name}: could not {action}: the credentials were refused ({one_line(exc)});"
                 " check credentials_file or the application default credentials"
             ) from None
 
@@ -298,7 +298,7 @@ def connect(target: GcsTarget) -> GcsStore:
         )
     except google.auth.exceptions.DefaultCredentialsError as exc:
         raise ConfigError(
-            f"target {target.name}: no Google Cloud credentials found ({_one_line(exc)});"
+            f"target {target.name}: no Google Cloud credentials found ({one_line(exc)});"
             " set credentials_file or configure application default credentials"
         ) from None
     return GcsStore(
@@ -340,17 +340,9 @@ def _crc32c(data: BytesLike, part_size: int) -> str:
 def _server_message(exc: google_errors.GoogleAPICallError) -> str:
     """GCS's own sentence from the JSON error body; the SDK's message adds the URL and its internals."""
     with contextlib.suppress(AttributeError, KeyError, TypeError, ValueError):
-        return _one_line(exc.response.json()["error"]["message"])
-    return _one_line(exc.message)
+        return one_line(exc.response.json()["error"]["message"])
+    return one_line(exc.message)
 
 
 def _retry_after(exc: google_errors.GoogleAPICallError) -> float | None:
-    value = exc.response.headers.get("Retry-After") if exc.response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date: rare from GCS, and the backoff covers it
-
-
-def _one_line(value: object) -> str:
-    return " ".join(str(value).split())
+    return seconds(exc.response.headers.get("Retry-After") if exc.response is not None else None)

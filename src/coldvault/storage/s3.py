@@ -38,7 +38,7 @@ from coldvault.errors import (
     TargetError,
     Transient,
 )
-from coldvault.storage.cloud import ObjectKeys, parts, utc
+from coldvault.storage.cloud import ObjectKeys, one_line, parts, seconds, utc
 from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.protocol import BytesLike, Capabilities, ObjectInfo, PutMode
 
@@ -273,7 +273,7 @@ class S3Store:
         except botocore.exceptions.ClientError as exc:
             raise self._translate(exc, action, handle) from None
         except _NETWORK as exc:
-            raise Transient(f"{self._name}: could not {action}: {_one_line(exc)}") from None
+            raise Transient(f"{self._name}: could not {action}: {one_line(exc)}") from None
         except botocore.exceptions.FlexibleChecksumError:
             raise IntegrityError(f"{self._name}: {handle} arrived damaged (checksum mismatch)") from None
         except (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError):
@@ -303,8 +303,8 @@ class S3Store:
             return TargetError(f"{where}: bucket {self._bucket!r} is in another region; {hint}")
         if code in _BUSY:
             retry_after = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("retry-after")
-            return Transient(f"{where}: {code}: {message}", retry_after=_seconds(retry_after))
-        return TargetError(f"{where}: {code}: {_one_line(message)}")
+            return Transient(f"{where}: {code}: {message}", retry_after=seconds(retry_after))
+        return TargetError(f"{where}: {code}: {one_line(message)}")
 
 
 class _NoLockConfiguration(Exception):
@@ -368,14 +368,3 @@ def _sha256(data: BytesLike) -> str:
 def _code(exc: botocore.exceptions.ClientError) -> str:
     error = exc.response.get("Error", {})
     return str(error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date: rare from S3, and the backoff covers it
-
-
-def _one_line(value: object) -> str:
-    return " ".join(str(value).split())

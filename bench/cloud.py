@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Backup throughput to an S3 emulator (moto server) against a plain boto3 upload of the same bytes.
+
+Both run in the same process tree against the same moto server, taking turns, with the
+same number of uploads in flight; each into a fresh bucket with Object Lock.  Reports
+medians of MB/s (source bytes per second), CPU seconds and peak RSS, the ratio
+coldvault ÷ plain (target ≥ 0.8), and peak RSS against pack size × uploads in flight.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import uuid
+from pathlib import Path
+
+import boto3
+import gen_tree
+from run import MIB, VENV_BIN, fresh_dir, measure, tree_bytes
+
+from coldvault import emulators
+
+PASSPHRASE = "coldvault-benchmark-passphrase"
+PACK_SIZE_MIB = 32  # the default
+
+
+def make_bucket(endpoint: str) -> str:
+    name = f"bench-{uuid.uuid4().hex[:16]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-1").create_bucket(
+        Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}, ObjectLockEnabledForBucket=True
+    )
+    return name
+
+
+def coldvault_config(work: Path, data: Path, endpoint: str, bucket: str, in_flight: int) -> Path:
+    config = work / f"{bucket}.toml"
+    config.write_text(
+        f"""
+[repository]
+state_dir = "{work / "state" / bucket}"
+
+[[targets]]
+name = "moto"
+type = "s3"
+bucket = "{bucket}"
+region = "eu-west-1"
+endpoint = "{endpoint}"
+max_in_flight = {in_flight}
+lock = {{ mode = "compliance", days = 1 }}
+
+[[sources]]
+name = "bench"
+paths = ["{data}"]
+"""
+    )
+    return config
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--in-flight", type=int, default=4)
+    parser.add_argument("--work", type=Path, default=Path("bench/out/cloud"))
+    args = parser.parse_args()
+
+    work = args.work.resolve()
+    fresh_dir(work)
+    data = work / "data"
+    gen_tree.generate(data, args.size_mib, 42)
+    size = tree_bytes(data)
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "COLDVAULT_PASSPHRASE": PASSPHRASE,
+    }
+    results: dict[str, list] = {"plain": [], "coldvault": []}
+    with emulators.running(emulators.moto()) as moto:
+        for i in range(args.repeat):
+            bucket = make_bucket(moto.endpoint)
+            plain = [VENV_BIN / "python", Path(__file__).parent / "plain_s3_upload.py", data]
+            plain += ["--endpoint", moto.endpoint, "--bucket", bucket, "--in-flight", str(args.in_flight)]
+            results["plain"].append(measure(plain, env=env, log_base=work / f"plain-{i}", size_bytes=size))
+
+            bucket = make_bucket(moto.endpoint)
+            config = coldvault_config(work, data, moto.endpoint, bucket, args.in_flight)
+            cli = [VENV_BIN / "coldvault", "--config", config]
+            measure([*cli, "init"], env=env, log_base=work / f"init-{i}", size_bytes=0)
+            results["coldvault"].append(
+                measure([*cli, "backup", "--quiet"], env=env, log_base=work / f"coldvault-{i}", size_bytes=size)
+            )
+            print(
+                f"run {i + 1}: plain {results['plain'][-1].mb_per_s:.0f} MB/s,"
+                f" coldvault {results['coldvault'][-1].mb_per_s:.0f} MB/s",
+                file=sys.stderr,
+            )
+
+    def median(tool: str, field: str) -> float:
+        return statistics.median(getattr(m, field) for m in results[tool])
+
+    print(f"{size / MIB:.0f} MiB in {args.repeat} runs each, {args.in_flight} uploads in flight, moto server")
+    print(f"{'':12}{'MB/s':>8}{'CPU s':>8}{'RSS MiB':>10}")
+    for tool in results:
+        print(
+            f"{tool:12}{median(tool, 'mb_per_s'):8.0f}{median(tool, 'cpu_s'):8.1f}{median(tool, 'peak_rss_mib'):10.0f}"
+        )
+    ratio = median("coldvault", "mb_per_s") / median("plain", "mb_per_s")
+    print(f"coldvault ÷ plain upload: {ratio:.2f} (target ≥ 0.8: {'met' if ratio >= 0.8 else 'not met'})")
+    print(f"pack size × uploads in flight: {PACK_SIZE_MIB * args.in_flight} MiB")
+    doc = {k: [vars(m) for m in v] for k, v in results.items()}
+    (work / "results.json").write_text(json.dumps({"size_bytes": size, "ratio": ratio, "runs": doc}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
