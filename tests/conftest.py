@@ -7,6 +7,7 @@ it uses; emulators are shared across tests because each takes a second or more t
 from __future__ import annotations
 
 import importlib
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -136,3 +137,54 @@ def azure_container(azurite_server: emulators.Emulator, bucket_name: str, tmp_pa
 def cloud_bucket(request: pytest.FixtureRequest) -> CloudBucket:
     """Each cloud in turn, for tests that every cloud target must pass."""
     return request.getfixturevalue({"s3": "s3_bucket", "gcs": "gcs_bucket", "azure": "azure_container"}[request.param])
+
+
+# ---- real clouds: the same suite, when environment variables name a bucket -------------------------
+# Objects go under a fresh prefix and stay locked for a day (lock days = 1); credentials come from
+# each SDK's standard chain (or AZURE_STORAGE_CONNECTION_STRING).  Skipped when the variable is unset.
+
+
+def _real(variable: str) -> str:
+    value = os.environ.get(variable)
+    if not value:
+        pytest.skip(f"set {variable} to run this against a real bucket")
+    return value
+
+
+@pytest.fixture
+def real_s3_bucket() -> CloudBucket:
+    import boto3
+
+    bucket = _real("COLDVAULT_TEST_S3_BUCKET")
+    region = os.environ.get("COLDVAULT_TEST_S3_REGION")
+    prefix = f"coldvault-test/{uuid.uuid4().hex}/"
+    client = boto3.client("s3", region_name=region)
+    target = {"name": "real-s3", "type": "s3", "bucket": bucket, "region": region, "prefix": prefix}
+    target["lock"] = {"mode": "compliance", "days": 1}
+    return CloudBucket("s3", target, lambda key, data: client.put_object(Bucket=bucket, Key=key, Body=data))
+
+
+@pytest.fixture
+def real_gcs_bucket() -> CloudBucket:
+    from google.cloud import storage
+
+    name = _real("COLDVAULT_TEST_GCS_BUCKET")
+    bucket = storage.Client().bucket(name)
+    prefix = f"coldvault-test/{uuid.uuid4().hex}/"
+    target = {"name": "real-gcs", "type": "gcs", "bucket": bucket.name, "prefix": prefix}
+    target["lock"] = {"mode": "compliance", "days": 1}
+    return CloudBucket("gcs", target, lambda key, data: bucket.blob(key).upload_from_string(data))
+
+
+@pytest.fixture
+def real_azure_container() -> CloudBucket:
+    from azure.storage.blob import ContainerClient
+
+    name = _real("COLDVAULT_TEST_AZURE_CONTAINER")
+    container = ContainerClient.from_connection_string(_real("AZURE_STORAGE_CONNECTION_STRING"), name)
+    prefix = f"coldvault-test/{uuid.uuid4().hex}/"
+    target = {"name": "real-azure", "type": "azure", "container": name, "prefix": prefix}
+    target["lock"] = {"mode": "compliance", "days": 1}
+    return CloudBucket(
+        "azure", target, lambda key, data: container.get_blob_client(key).upload_blob(data, overwrite=True)
+    )
