@@ -1,0 +1,168 @@
+"""The store wrappers on their own: retry, concurrency limit, lock and tier policy, fault injection."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from coldvault.clock import FakeClock
+from coldvault.errors import Locked, NotFound, Transient
+from coldvault.storage.faults import Faults, FaultyStore
+from coldvault.storage.forwarding import ForwardingStore
+from coldvault.storage.handle import Handle, Kind
+from coldvault.storage.limit import LimitedStore
+from coldvault.storage.memory import MemoryStore
+from coldvault.storage.policy import PolicyStore
+from coldvault.storage.protocol import ObjectInfo
+from coldvault.storage.retry import RetryingStore
+
+
+def handle(i: int | str, kind: Kind = Kind.DATA) -> Handle:
+    return Handle(kind, hashlib.sha256(str(i).encode()).hexdigest())
+
+
+class Flaky(ForwardingStore):
+    """Fails the first ``failures`` calls of head with the given error; counts every call."""
+
+    def __init__(self, inner: MemoryStore, failures: int, error: Exception) -> None:
+        super().__init__(inner)
+        self.failures, self.error, self.calls = failures, error, 0
+
+    def head(self, h: Handle) -> ObjectInfo:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return super().head(h)
+
+
+def test_retry_backs_off_with_jitter_and_honours_retry_after() -> None:
+    memory = MemoryStore()
+    memory.put(handle(1), b"x")
+    flaky = Flaky(memory, 3, Transient("busy", retry_after=7.0))
+    slept: list[float] = []
+    store = RetryingStore(flaky, retries=5, base_delay=0.5, max_delay=30, rng=random.Random(1), sleep=slept.append)
+    assert store.head(handle(1)).size == 1
+    assert flaky.calls == 4 and len(slept) == 3
+    assert all(s >= 7.0 for s in slept)  # the service asked for 7 s: never sooner
+
+
+def test_retry_delays_grow_and_stay_capped() -> None:
+    flaky = Flaky(MemoryStore(), 100, Transient("down"))
+    slept: list[float] = []
+    store = RetryingStore(flaky, retries=8, base_delay=1, max_delay=4, rng=random.Random(2), sleep=slept.append)
+    with pytest.raises(Transient):
+        store.head(handle(1))
+    assert flaky.calls == 9 and len(slept) == 8
+    assert all(0 <= s <= 4 for s in slept) and slept[0] <= 1
+
+
+@pytest.mark.parametrize("error", [NotFound("gone"), Locked("locked")])
+def test_refusals_are_not_retried(error: Exception) -> None:
+    flaky = Flaky(MemoryStore(), 1, error)
+    store = RetryingStore(flaky, sleep=lambda _: pytest.fail("slept"))
+    with pytest.raises(type(error)):
+        store.head(handle(1))
+    assert flaky.calls == 1
+
+
+class CutListing(ForwardingStore):
+    """A listing that drops its connection after ``cut_every`` objects, the first few times."""
+
+    def __init__(self, inner: MemoryStore, cut_every: int, cuts: int) -> None:
+        super().__init__(inner)
+        self.cut_every, self.cuts = cut_every, cuts
+
+    def list(self, kind: Kind) -> Iterator[ObjectInfo]:
+        for n, info in enumerate(self.inner.list(kind)):
+            if n == self.cut_every and self.cuts:
+                self.cuts -= 1
+                raise Transient("connection reset")
+            yield info
+
+
+def test_a_cut_listing_resumes_without_repeating_or_skipping() -> None:
+    memory = MemoryStore()
+    names = sorted(handle(i).name for i in range(50))
+    for name in names:
+        memory.put(Handle(Kind.DATA, name), b"x")
+    store = RetryingStore(CutListing(memory, cut_every=20, cuts=2), sleep=lambda _: None)
+    assert [i.handle.name for i in store.list(Kind.DATA)] == names
+
+
+def test_the_limit_bounds_requests_in_flight() -> None:
+    in_flight = peak = 0
+    lock = threading.Lock()
+
+    class Slow(ForwardingStore):
+        def get(self, h: Handle, *, offset: int = 0, length: int | None = None) -> bytes:
+            nonlocal in_flight, peak
+            with lock:
+                in_flight += 1
+                peak = max(peak, in_flight)
+            time.sleep(0.01)
+            with lock:
+                in_flight -= 1
+            return super().get(h, offset=offset, length=length)
+
+    memory = MemoryStore()
+    memory.put(handle(1), b"x")
+    store = LimitedStore(Slow(memory), max_in_flight=3)
+    threads = [threading.Thread(target=lambda: [store.get(handle(1)) for _ in range(5)]) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak == 3
+
+
+def test_policy_locks_every_object_and_archives_only_data_packs() -> None:
+    clock = FakeClock()
+    memory = MemoryStore(clock=clock)
+    store = PolicyStore(memory, lock_days=90, pack_storage_class="DEEP_ARCHIVE", clock=clock)
+    for kind in (Kind.DATA, Kind.TREE, Kind.INDEX, Kind.SNAPSHOT, Kind.KEY):
+        info = store.put(handle(kind.value, kind), b"x")
+        assert info.retain_until == clock() + timedelta(days=90)
+        assert info.storage_class == ("DEEP_ARCHIVE" if kind is Kind.DATA else None)
+    store.put(Handle(Kind.CONFIG), b"{}")
+    assert memory.head(Handle(Kind.CONFIG)).retain_until == clock() + timedelta(days=90)
+
+
+def test_policy_without_lock_writes_unlocked_objects() -> None:
+    memory = MemoryStore()
+    PolicyStore(memory, lock_days=None, pack_storage_class=None).put(handle(1), b"x")
+    memory.delete(handle(1))
+
+
+def test_faults_cut_long_transfers_and_add_latency() -> None:
+    memory = MemoryStore()
+    slept: list[float] = []
+    store = FaultyStore(memory, Faults(cut_after=10, latency=0.25), sleep=slept.append)
+    store.put(handle(1), b"short")
+    with pytest.raises(Transient, match="connection cut after 10 bytes"):
+        store.put(handle(2), b"much longer than ten bytes")
+    with pytest.raises(NotFound):
+        memory.head(handle(2))  # a cut upload stores nothing
+    memory.put(handle(3), b"also longer than ten")
+    with pytest.raises(Transient):
+        store.get(handle(3))
+    assert store.get(handle(3), length=5) == b"also "
+    assert store.injected == 2 and slept == [0.25] * 4  # every call waited
+
+
+def test_fault_decisions_replay_from_the_seed() -> None:
+    def run() -> int:
+        store = FaultyStore(MemoryStore(), Faults(error_rate=0.5), rng=random.Random(42))
+        for i in range(40):
+            try:
+                store.put(handle(i), b"x")
+            except Transient:
+                pass
+        return store.injected
+
+    assert run() == run() > 0
