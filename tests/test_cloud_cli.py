@@ -131,7 +131,9 @@ def test_archived_packs_are_warmed_up_by_restore(s3_bucket: CloudBucket, tmp_pat
 
     assert cli("snapshots").returncode == 0 and cli("ls", "latest").returncode == 0
     assert cli("check").returncode == 0
-    restore = cli("restore", "latest", str(tmp_path / "out"))
+    check = cli("check", "--read-data", "--poll-interval", "0.1")
+    assert check.returncode == 0 and b"warmed up" in check.stderr, check.stderr
+    restore = cli("restore", "latest", str(tmp_path / "out"), "--poll-interval", "0.1")
     assert restore.returncode == 0, restore.stderr
     assert b"warm" in restore.stderr + restore.stdout
     assert_same_tree(data, tmp_path / "out" / str(data).lstrip("/"))

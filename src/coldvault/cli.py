@@ -67,19 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", help="only this path and what is below it")
     p.add_argument("--source", help="with 'latest': the latest of this source")
     p.add_argument("--stdout", action="store_true", help="write a stream snapshot's bytes to stdout")
-    p.add_argument(
-        "--poll-interval",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="how often to ask whether archived packs are warmed up (default: 60)",
-    )
+    _poll_interval(p)
 
     p = command("check", commands.cmd_check, "verify the repository's structure, and optionally its data")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--read-data", action="store_true", help="download and verify every pack")
     group.add_argument("--read-data-subset", type=float, metavar="PCT", help="verify a random PCT%% of the packs")
     p.add_argument("--json", action="store_true")
+    _poll_interval(p)
 
     p = command("key", commands.cmd_key, "manage key slots and the recovery key")
     keys = p.add_subparsers(dest="key_command", required=True, metavar="ACTION")
@@ -123,3 +118,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+def _poll_interval(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how often to ask whether archived packs are warmed up (default: 60)",
+    )

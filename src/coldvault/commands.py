@@ -149,7 +149,11 @@ def cmd_check(args: argparse.Namespace, session: Session) -> int:
         raise UsageError("--read-data-subset takes a percentage from 0 to 100")
     repo = session.open_repo(cached=False)  # verify what the targets hold, not local copies
     result = check(
-        repo, read_fraction=fraction, progress=make_progress(quiet=args.quiet or args.json), rng=random.Random()
+        repo,
+        read_fraction=fraction,
+        progress=make_progress(quiet=args.quiet or args.json),
+        rng=random.Random(),
+        before_reading=lambda packs: warm_up(repo, packs, report=_status(args.quiet), poll_interval=args.poll_interval),
     )
     if args.json:
         _emit_json(

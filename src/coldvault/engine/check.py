@@ -6,6 +6,7 @@ Problems are collected, not raised, so one run names every damaged object.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from coldvault.engine.progress import Progress
@@ -32,7 +33,15 @@ class CheckResult:
         return not self.errors
 
 
-def check(repo: Repository, *, read_fraction: float, progress: Progress, rng: random.Random) -> CheckResult:
+def check(
+    repo: Repository,
+    *,
+    read_fraction: float,
+    progress: Progress,
+    rng: random.Random,
+    before_reading: Callable[[set[Handle]], object] = lambda _: None,
+) -> CheckResult:
+    """``before_reading`` gets the packs chosen for reading first: where archived packs are warmed up."""
     result = CheckResult()
     progress.start("check structure")
     _check_key_slots(repo, result)
@@ -49,6 +58,7 @@ def check(repo: Repository, *, read_fraction: float, progress: Progress, rng: ra
             if packs
             else []
         )
+        before_reading({Handle(PACK_KINDS[p.kind], p.name) for p in chosen})
         progress.start("check data", sum(p.length for p in chosen))
         for pack in chosen:
             _read_pack(repo, pack, result)
