@@ -60,7 +60,8 @@ def _local_case(root: Path) -> Case:
 
 
 def _cloud_case(bucket: CloudBucket) -> Case:
-    adapter = bucket.adapter()
+    # As in production, a dropped keep-alive connection (Transient) is retried; nothing else is.
+    adapter = RetryingStore(bucket.adapter(), retries=2, base_delay=0.05)
     prefix = bucket.target.get("prefix", "")
 
     def tamper(handle: Handle) -> None:
@@ -84,7 +85,20 @@ CLOUD_FIXTURES = {
 }
 
 
-@pytest.fixture(params=["memory", "local", *CLOUD_FIXTURES])
+REAL_CLOUDS = {
+    "real-s3": "COLDVAULT_TEST_S3_BUCKET",
+    "real-gcs": "COLDVAULT_TEST_GCS_BUCKET",
+    "real-azure": "COLDVAULT_TEST_AZURE_CONTAINER",
+}
+STORES = [
+    "memory",
+    "local",
+    *(pytest.param(name, marks=pytest.mark.emulator) for name in ("s3", "gcs", "azure")),
+    *(name for name, variable in REAL_CLOUDS.items() if os.environ.get(variable)),  # only when named
+]
+
+
+@pytest.fixture(params=STORES)
 def case(request: pytest.FixtureRequest, tmp_path: Path) -> Case:
     if request.param == "memory":
         return _memory_case()

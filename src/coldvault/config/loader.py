@@ -47,7 +47,7 @@ def _describe(exc: ValidationError, raw: dict[str, Any], origin: str) -> str:
     elif kind == "extra_forbidden":
         what = "is not a known key; check its spelling against configs/example.toml"
     elif kind == "union_tag_invalid" or kind == "union_tag_not_found":
-        what = "has an unknown or missing 'type'; expected \"local\""
+        what = 'has an unknown or missing \'type\'; expected "local", "s3", "gcs" or "azure"'
     else:
         what = first["msg"].removeprefix("Value error, ")
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""

@@ -122,7 +122,7 @@ _ENDPOINT = r"^https?://[^/\s]+(/[^\s]*)?$"
 
 class _CloudTarget(_Strict):
     name: Name
-    prefix: Annotated[str, Field(pattern=_PREFIX)] = ""
+    prefix: str = ""
     endpoint: Annotated[str | None, Field(pattern=_ENDPOINT)] = None
     storage_class: str | None = None
     lock: Lock = LockConfig()
@@ -133,6 +133,8 @@ class _CloudTarget(_Strict):
 
     @model_validator(mode="after")
     def _known_class(self) -> _CloudTarget:
+        if not re.match(_PREFIX, self.prefix):
+            raise ValueError('prefix must be folder names ending in "/", e.g. "prod/" (letters, digits, ".", "_", "-")')
         classes = self.storage_classes()
         if self.storage_class is not None and self.storage_class not in classes:
             raise ValueError(f"storage_class must be one of {', '.join(sorted(classes))}, got {self.storage_class!r}")

@@ -49,7 +49,7 @@ _DENIED = frozenset(
 )
 _BUSY = frozenset(
     {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling", "ThrottlingException",
-     "RequestLimitExceeded", "TooManyRequests", "503", "500", "429", "ConditionalRequestConflict"}
+     "RequestLimitExceeded", "TooManyRequests", "500", "502", "503", "504", "429", "ConditionalRequestConflict"}
 )  # fmt: skip
 _WRONG_REGION = frozenset(
     {"PermanentRedirect", "AuthorizationHeaderMalformed", "301", "IllegalLocationConstraintException"}
