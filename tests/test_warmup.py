@@ -45,7 +45,7 @@ def test_restore_waits_for_warmup_then_restores(tmp_path: Path) -> None:
     clock = FakeClock()
     repo, memory = _archived_repo(tmp_path, clock)
     snapshot = repo.snapshots()[0]
-    needed = packs_needed(repo, repo.listing(snapshot))
+    needed = set(packs_needed(repo, repo.listing(snapshot)))
     assert needed and needed <= {i.handle for i in memory.list(Kind.DATA)}
 
     messages: list[str] = []
@@ -71,8 +71,8 @@ def test_a_partial_restore_warms_up_only_what_it_reads(tmp_path: Path) -> None:
     repo, memory = _archived_repo(tmp_path, clock)
     snapshot = repo.snapshots()[0]
     one_file = str(tmp_path / "data" / "f0")
-    some = packs_needed(repo, select_nodes(repo.listing(snapshot), one_file))
-    everything = packs_needed(repo, repo.listing(snapshot))
+    some = set(packs_needed(repo, select_nodes(repo.listing(snapshot), one_file)))
+    everything = set(packs_needed(repo, repo.listing(snapshot)))
     assert some < everything
     warm_up(repo, some, report=lambda _: None, poll_interval=1, sleep=lambda s: clock.advance(hours=6))
     assert set(memory.warmup_status(everything).values()) == {True, False}

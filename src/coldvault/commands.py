@@ -8,6 +8,7 @@ import os
 import random
 import stat
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -138,7 +139,7 @@ def cmd_restore(args: argparse.Namespace, session: Session) -> int:
     return EXIT_PARTIAL if result.warnings else EXIT_OK
 
 
-def _status(quiet: bool):  # type: ignore[no-untyped-def]
+def _status(quiet: bool) -> Callable[[str], None]:
     """Where long waits report: stderr, so that --stdout and --json output stay clean."""
     return (lambda _: None) if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
 

@@ -9,7 +9,7 @@ is known from the index before the first byte is read.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from coldvault.repo.blob import BlobKind
@@ -24,29 +24,35 @@ class Warmup:
     waited: float  # seconds spent waiting for them
 
 
-def packs_needed(repo: Repository, nodes: Iterable[Node]) -> set[Handle]:
-    needed = set()
+def packs_needed(repo: Repository, nodes: Iterable[Node]) -> Iterator[Handle]:
+    """The data packs the files among ``nodes`` read from, lazily: nothing is decoded unless asked for."""
     for node in nodes:
         if node.type == FILE:
             for chunk_id in node.chunks:
                 location = repo.index.lookup(BlobKind.DATA, chunk_id)
                 if location is not None:  # a missing chunk is the restore's to report, by file name
-                    needed.add(Handle(Kind.DATA, location.pack))
-    return needed
+                    yield Handle(Kind.DATA, location.pack)
 
 
 def warm_up(
     repo: Repository,
-    needed: set[Handle],
+    needed: Iterable[Handle],
     *,
     report: Callable[[str], None],
     poll_interval: float = 60.0,
     sleep: Callable[[float], None] = time.sleep,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> Warmup:
-    """Request warm-up of the archived packs among ``needed`` and wait until all are readable."""
+    """Request warm-up of the archived packs among ``needed`` and wait until all are readable.
+
+    ``needed`` is consumed only where warm-up exists, so a restore from a local target does not
+    decode its listing twice.
+    """
     store = repo.store
-    if not needed or not store.capabilities.needs_warmup:
+    if not store.capabilities.needs_warmup:
+        return Warmup(0, 0.0)
+    needed = set(needed)
+    if not needed:
         return Warmup(0, 0.0)
     # One listing tells the storage class of every pack; far cheaper than a HEAD per pack.
     archived = [info.handle for info in store.list(Kind.DATA) if info.archived and info.handle in needed]
