@@ -24,7 +24,6 @@ from coldvault.repo.manifest import Snapshot
 from coldvault.repo.repository import Repository, default_key_label
 from coldvault.repo.tree import FILE, SYMLINK, Node
 from coldvault.session import Session
-from coldvault.storage.factory import open_store
 from coldvault.storage.handle import Handle, Kind
 from coldvault.ui import format_size, make_progress
 
@@ -41,15 +40,15 @@ def _emit_json(doc: object) -> None:
 
 
 def cmd_init(args: argparse.Namespace, session: Session) -> int:
-    store = session.store(writing=True)
-    for target in session.config.targets:
+    stores = session.target_stores(writing=True)
+    for target, store in zip(session.config.targets, stores, strict=True):
         try:
-            open_store(target).head(Handle(Kind.CONFIG))
+            store.head(Handle(Kind.CONFIG))
         except NotFound:
             continue
         raise RepositoryError(f"target {target.name!r} already holds a coldvault repository; nothing was changed")
     passphrase = session.passphrase(confirm=True)
-    repo = Repository.init(store, passphrase, session.config.repository.format)
+    repo = Repository.init(session.combined(stores), passphrase, session.config.repository.format)
     names = ", ".join(t.name for t in session.config.targets)
     print(f"initialised repository {repo.id} on {names}")
     print("keep the passphrase safe, and escrow the recovery key offline: coldvault key export")

@@ -13,7 +13,7 @@ from coldvault.errors import ConfigError, UsageError, WrongKey
 from coldvault.repo.keys import decode_recovery_key
 from coldvault.repo.repository import Repository
 from coldvault.storage.cache import CachingStore
-from coldvault.storage.factory import check_targets, open_targets
+from coldvault.storage.factory import check_targets, combine, open_store
 from coldvault.storage.protocol import Store
 
 PASSPHRASE_ENV = "COLDVAULT_PASSPHRASE"
@@ -53,12 +53,21 @@ class Session:
         """Uploads to a directory are bounded by the disk; to a cloud, by round trips, so several overlap."""
         return max((t.max_in_flight for t in self.config.targets if t.type != "local"), default=1)
 
-    def store(self, *, cached: bool = True, writing: bool = False) -> Store:
-        """The targets' store; ``writing`` first checks that each bucket exists and supports its lock settings."""
-        targets = open_targets(list(self.config.targets))
+    def target_stores(self, *, writing: bool = False) -> list[Store]:
+        """One store per target, in config order; ``writing`` first checks that each bucket exists and
+        supports its lock settings."""
+        stores = [open_store(target) for target in self.config.targets]
         if writing:
-            check_targets(list(self.config.targets), targets)
-        return CachingStore(targets, self.state_dir / "cache") if cached else targets
+            check_targets(list(self.config.targets), stores)
+        return stores
+
+    def combined(self, stores: list[Store], *, cached: bool = True) -> Store:
+        """The targets' stores behind one, with the local cache in front unless ``cached`` is False."""
+        store = combine(stores)
+        return CachingStore(store, self.state_dir / "cache") if cached else store
+
+    def store(self, *, cached: bool = True, writing: bool = False) -> Store:
+        return self.combined(self.target_stores(writing=writing), cached=cached)
 
     def open_repo(self, *, cached: bool = True, writing: bool = False) -> Repository:
         """Unlock and open the repository; ``cached=False`` reads every object from the targets (for check)."""

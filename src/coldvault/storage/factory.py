@@ -29,15 +29,13 @@ def open_store(target: Target) -> Store:
     )
 
 
-def open_targets(targets: list[Target]) -> Store:
+def combine(stores: list[Store]) -> Store:
     """One store for one target; a mirror over all of them otherwise."""
-    stores = [open_store(t) for t in targets]
     return stores[0] if len(stores) == 1 else MirrorStore(stores)
 
 
-def check_targets(targets: list[Target], store: Store) -> None:
+def check_targets(targets: list[Target], stores: list[Store]) -> None:
     """Before writing: every cloud target's bucket exists, is reachable, and supports the lock it is configured with."""
-    stores = store.stores if isinstance(store, MirrorStore) else [store]
     for target, target_store in zip(targets, stores, strict=True):
         if target.type != "local":
             _check_cloud(target, target_store)
