@@ -6,7 +6,7 @@ import os
 import re
 import shlex
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -121,6 +121,7 @@ _ENDPOINT = r"^https?://[^/\s]+(/[^\s]*)?$"
 
 
 class _CloudTarget(_Strict):
+    STORAGE_CLASSES: ClassVar[frozenset[str]]  # where packs may go; set by each cloud
     name: Name
     prefix: str = ""
     endpoint: Annotated[str | None, Field(pattern=_ENDPOINT)] = None
@@ -135,48 +136,40 @@ class _CloudTarget(_Strict):
     def _known_class(self) -> _CloudTarget:
         if not re.match(_PREFIX, self.prefix):
             raise ValueError('prefix must be folder names ending in "/", e.g. "prod/" (letters, digits, ".", "_", "-")')
-        classes = self.storage_classes()
+        classes = self.STORAGE_CLASSES
         if self.storage_class is not None and self.storage_class not in classes:
             raise ValueError(f"storage_class must be one of {', '.join(sorted(classes))}, got {self.storage_class!r}")
         if self.part_size < 5 << 20:
             raise ValueError("part_size must be at least 5MiB (the smallest part S3 accepts)")
         return self
 
-    @classmethod
-    def storage_classes(cls) -> frozenset[str]:
-        raise NotImplementedError
+    @property
+    def lock_mode(self) -> str:
+        """The mode objects are locked in; never sent when ``lock`` is off."""
+        return self.lock.mode if self.lock else "compliance"
 
 
 class S3Target(_CloudTarget):
+    STORAGE_CLASSES: ClassVar[frozenset[str]] = S3_STORAGE_CLASSES
     type: Literal["s3"]
     bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
     region: str | None = None
     restore_tier: Literal["Standard", "Bulk", "Expedited"] = "Standard"
 
-    @classmethod
-    def storage_classes(cls) -> frozenset[str]:
-        return S3_STORAGE_CLASSES
-
 
 class GcsTarget(_CloudTarget):
+    STORAGE_CLASSES: ClassVar[frozenset[str]] = GCS_STORAGE_CLASSES
     type: Literal["gcs"]
     bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")]
     region: str | None = None
     project: str | None = None
 
-    @classmethod
-    def storage_classes(cls) -> frozenset[str]:
-        return GCS_STORAGE_CLASSES
-
 
 class AzureTarget(_CloudTarget):
+    STORAGE_CLASSES: ClassVar[frozenset[str]] = AZURE_STORAGE_CLASSES
     type: Literal["azure"]
     container: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9]|-(?:[a-z0-9])){1,61}[a-z0-9]?$")]
     rehydrate_priority: Literal["Standard", "High"] = "Standard"
-
-    @classmethod
-    def storage_classes(cls) -> frozenset[str]:
-        return AZURE_STORAGE_CLASSES
 
 
 CloudTarget = S3Target | GcsTarget | AzureTarget

@@ -56,7 +56,7 @@ from coldvault.errors import (
     TargetError,
     Transient,
 )
-from coldvault.storage.cloud import ObjectKeys, parts, seconds, utc
+from coldvault.storage.cloud import PROVIDER_LOCK_MODES, ObjectKeys, lock_mode_of, parts, seconds, utc
 from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.protocol import BytesLike, Capabilities, ObjectInfo, PutMode
 
@@ -65,8 +65,6 @@ ARCHIVE = "Archive"
 REHYDRATE_TO = "Hot"
 MAX_BLOCKS = 50_000  # per blob, so the largest object is MAX_BLOCKS parts
 _LIST_PAGE = 1000  # blobs per listing request, as S3 answers; bounds what one page holds in memory
-_POLICY_MODES = {"compliance": "Locked", "governance": "Unlocked"}
-_LOCK_MODES = {"locked": "compliance", "unlocked": "governance"}  # "mutable" means no policy
 
 _MISSING = frozenset({"BlobNotFound", "ResourceNotFound", "404"})
 _ARCHIVED = frozenset({"BlobArchived", "BlobBeingRehydrated"})
@@ -98,7 +96,7 @@ class AzureStore:
         self._name = name
         self._keys = ObjectKeys(prefix)
         self._lock_mode = lock_mode
-        self._policy_mode = _POLICY_MODES[lock_mode]
+        self._policy_mode = PROVIDER_LOCK_MODES[lock_mode]
         self._part_size = part_size
         self._rehydrate_priority = rehydrate_priority
 
@@ -179,13 +177,12 @@ class AzureStore:
         with self._errors(f"look up {handle}", handle):
             properties = self._blob(handle).get_blob_properties()
         policy = properties.immutability_policy
-        mode = str(_value(policy.policy_mode) or "").lower()
         tier = _value(properties.blob_tier)
         return ObjectInfo(
             handle,
             properties.size,
             retain_until=utc(policy.expiry_time) if policy.expiry_time else None,
-            lock_mode=_LOCK_MODES.get(mode),
+            lock_mode=lock_mode_of(_value(policy.policy_mode)),  # "Mutable" means no policy
             storage_class=tier,
             archived=tier == ARCHIVE,
         )
@@ -305,7 +302,7 @@ def connect(target: AzureTarget) -> AzureStore:
         service.get_container_client(target.container),
         name=target.name,
         prefix=target.prefix,
-        lock_mode=target.lock.mode if target.lock else "compliance",
+        lock_mode=target.lock_mode,
         part_size=target.part_size,
         rehydrate_priority=target.rehydrate_priority,
     )

@@ -13,7 +13,16 @@ from datetime import UTC, datetime
 from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.protocol import BytesLike
 
-LOCK_MODES = ("compliance", "governance")
+# GCS and Azure call the two strengths of retention by the same names.
+PROVIDER_LOCK_MODES = {"compliance": "Locked", "governance": "Unlocked"}
+
+
+def lock_mode_of(provider_mode: str | None) -> str | None:
+    """coldvault's name for a GCS or Azure retention mode ("Locked" → "compliance"); None for no policy."""
+    for ours, theirs in PROVIDER_LOCK_MODES.items():
+        if (provider_mode or "").lower() == theirs.lower():
+            return ours
+    return None
 
 
 @dataclass(frozen=True)

@@ -42,12 +42,10 @@ from coldvault.errors import (
     TargetError,
     Transient,
 )
-from coldvault.storage.cloud import ObjectKeys, one_line, parts, seconds, utc
+from coldvault.storage.cloud import PROVIDER_LOCK_MODES, ObjectKeys, lock_mode_of, one_line, parts, seconds, utc
 from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.protocol import BytesLike, Capabilities, ObjectInfo, PutMode
 
-_RETENTION_MODES = {"compliance": "Locked", "governance": "Unlocked"}
-_LOCK_MODES = {mode: lock for lock, mode in _RETENTION_MODES.items()}
 _TIMEOUT = (10, 120)  # seconds to connect, and to wait for each answer: a stalled transfer fails and is retried
 _CHUNK_MULTIPLE = 256 << 10  # GCS accepts resumable chunks in multiples of 256 KiB only
 _PAGE_SIZE = 1000  # the most GCS lists per request
@@ -78,7 +76,7 @@ class GcsStore:
         self._bucket = client.bucket(bucket)
         self._name = name
         self._keys = ObjectKeys(prefix)
-        self._retention_mode = _RETENTION_MODES[lock_mode]
+        self._retention_mode = PROVIDER_LOCK_MODES[lock_mode]
         self._part_size = max(_CHUNK_MULTIPLE, part_size - part_size % _CHUNK_MULTIPLE)
         self._region = region
 
@@ -211,7 +209,7 @@ class GcsStore:
             handle,
             blob.size or 0,
             retain_until=utc(retain_until) if retain_until else None,
-            lock_mode=_LOCK_MODES.get(blob.retention.mode),
+            lock_mode=lock_mode_of(blob.retention.mode),
             storage_class=blob.storage_class,
         )
 
@@ -306,7 +304,7 @@ def connect(target: GcsTarget) -> GcsStore:
         target.bucket,
         name=target.name,
         prefix=target.prefix,
-        lock_mode=target.lock.mode if target.lock else "compliance",
+        lock_mode=target.lock_mode,
         part_size=target.part_size,
         region=target.region,
     )

@@ -327,13 +327,12 @@ def connect(target: S3Target) -> S3Store:
             s3={"addressing_style": "path"} if target.endpoint else None,
         ),
     )
-    lock_mode = target.lock.mode if target.lock else "compliance"
     return S3Store(
         client,
         target.bucket,
         name=target.name,
         prefix=target.prefix,
-        lock_mode=lock_mode,
+        lock_mode=target.lock_mode,
         part_size=target.part_size,
         restore_tier=target.restore_tier,
     )
