@@ -22,27 +22,22 @@ from coldvault.config import Target, write_secret_file
 from coldvault.storage.protocol import Store
 
 
-def _serve(emulator: emulators.Emulator) -> Iterator[emulators.Emulator]:
-    emulator.start()
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
-
-
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[emulators.Emulator]:
-    yield from _serve(emulators.moto())
+    with emulators.running(emulators.moto()) as emulator:
+        yield emulator
 
 
 @pytest.fixture(scope="session")
 def gcs_server() -> Iterator[emulators.Emulator]:
-    yield from _serve(emulators.fake_gcs())
+    with emulators.running(emulators.fake_gcs()) as emulator:
+        yield emulator
 
 
 @pytest.fixture(scope="session")
 def azurite_server() -> Iterator[emulators.Emulator]:
-    yield from _serve(emulators.azurite())
+    with emulators.running(emulators.azurite()) as emulator:
+        yield emulator
 
 
 @pytest.fixture

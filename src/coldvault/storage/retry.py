@@ -79,9 +79,7 @@ class RetryingStore(ForwardingStore):
                 return
             except Transient as exc:
                 failures += 1
-                if failures > self.retries:
-                    raise
-                self._sleep(self._delay(failures, exc))
+                self._wait_or_raise(failures, exc)
 
     def delete(self, handle: Handle) -> None:
         self._retry(lambda: self.inner.delete(handle))
@@ -101,9 +99,12 @@ class RetryingStore(ForwardingStore):
                 return action()
             except Transient as exc:
                 failures += 1
-                if failures > self.retries:
-                    raise
-                self._sleep(self._delay(failures, exc))
+                self._wait_or_raise(failures, exc)
+
+    def _wait_or_raise(self, failures: int, exc: Transient) -> None:
+        if failures > self.retries:
+            raise exc
+        self._sleep(self._delay(failures, exc))
 
     def _delay(self, failures: int, exc: Transient) -> float:
         """Full jitter (spreads a burst of clients apart), but never sooner than the service asked."""
