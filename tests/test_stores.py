@@ -568,18 +568,3 @@ def test_handle_rejects_bad_names(bad: str) -> None:
 def test_config_handle_has_no_name() -> None:
     with pytest.raises(ValueError):
         Handle(Kind.CONFIG, name(1))
-
-
-def test_a_mirror_deletes_where_the_object_exists_and_fails_only_if_it_exists_nowhere() -> None:
-    from coldvault.errors import NotFound as _NotFound
-    from coldvault.storage.mirror import MirrorStore
-
-    first, second = MemoryStore("a"), MemoryStore("b")
-    mirror = MirrorStore([first, second])
-    handle = Handle(Kind.KEY, "ab" * 32)
-    second.put(handle, b"slot")  # already gone from the first target
-    mirror.delete(handle)
-    with pytest.raises(_NotFound):
-        second.head(handle)
-    with pytest.raises(_NotFound):
-        mirror.delete(handle)

@@ -54,12 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("snapshots", commands.cmd_snapshots, "list snapshots")
     p.add_argument("--source", help="only this source")
     p.add_argument("--json", action="store_true")
+    _target(p)
 
     p = command("ls", commands.cmd_ls, "list the files in a snapshot")
     p.add_argument("snapshot", help="snapshot id, unique prefix, or 'latest'")
     p.add_argument("path", nargs="?", help="only this path and what is below it")
     p.add_argument("--source", help="with 'latest': the latest of this source")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    _target(p)
 
     p = command("restore", commands.cmd_restore, "restore a snapshot into a directory (or to stdout)")
     p.add_argument("snapshot", help="snapshot id, unique prefix, or 'latest'")
@@ -67,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", help="only this path and what is below it")
     p.add_argument("--source", help="with 'latest': the latest of this source")
     p.add_argument("--stdout", action="store_true", help="write a stream snapshot's bytes to stdout")
+    _target(p)
     _poll_interval(p)
 
     p = command("check", commands.cmd_check, "verify the repository's structure, and optionally its data")
@@ -74,7 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--read-data", action="store_true", help="download and verify every pack")
     group.add_argument("--read-data-subset", type=float, metavar="PCT", help="verify a random PCT%% of the packs")
     p.add_argument("--json", action="store_true")
+    _target(p)
     _poll_interval(p)
+
+    p = command("status", commands.cmd_status, "show each target: reachable, objects, size, lag, last upload")
+    p.add_argument("--json", action="store_true")
+
+    p = command("sync", commands.cmd_sync, "copy to every target what the others hold and it lacks")
+    p.add_argument("--json", action="store_true")
+
+    p = command("scrub", commands.cmd_scrub, "compare the targets, verify a rotating share, repair from good copies")
+    p.add_argument(
+        "--read-data-subset",
+        type=float,
+        default=5.0,
+        metavar="PCT",
+        help="read back and verify the least recently verified PCT%% of each target's objects (default: 5)",
+    )
+    p.add_argument("--json", action="store_true")
 
     p = command("key", commands.cmd_key, "manage key slots and the recovery key")
     keys = p.add_subparsers(dest="key_command", required=True, metavar="ACTION")
@@ -118,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+def _target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", metavar="NAME", help="read from this target only (and not from the local cache)")
 
 
 def _poll_interval(parser: argparse.ArgumentParser) -> None:

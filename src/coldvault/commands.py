@@ -15,15 +15,26 @@ from pathlib import Path
 from coldvault.config.secret import write_secret_file
 from coldvault.engine.backup import BackupOptions, backup
 from coldvault.engine.check import check
+from coldvault.engine.replicas import Replicas
 from coldvault.engine.restore import restore, restore_to_stream, select_nodes
 from coldvault.engine.select import filter_snapshots, find_snapshot
+from coldvault.engine.sync import TargetResult, scrub, survey, sync
 from coldvault.engine.warmup import packs_needed, warm_up
-from coldvault.errors import EXIT_OK, EXIT_PARTIAL, IntegrityError, NotFound, RepositoryError, UsageError
+from coldvault.errors import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    IntegrityError,
+    NotFound,
+    RepositoryError,
+    TargetError,
+    UsageError,
+)
 from coldvault.repo.keys import encode_recovery_key
 from coldvault.repo.manifest import Snapshot
 from coldvault.repo.repository import Repository, default_key_label
 from coldvault.repo.tree import FILE, SYMLINK, Node
 from coldvault.session import Session
+from coldvault.storage.factory import check_target
 from coldvault.storage.handle import Handle, Kind
 from coldvault.ui import format_size, make_progress
 
@@ -40,15 +51,16 @@ def _emit_json(doc: object) -> None:
 
 
 def cmd_init(args: argparse.Namespace, session: Session) -> int:
-    stores = session.target_stores(writing=True)
+    stores = session.target_stores()
     for target, store in zip(session.config.targets, stores, strict=True):
+        check_target(target, store)  # every target must take part in init: no quorum here
         try:
             store.head(Handle(Kind.CONFIG))
         except NotFound:
             continue
         raise RepositoryError(f"target {target.name!r} already holds a coldvault repository; nothing was changed")
     passphrase = session.passphrase(confirm=True)
-    repo = Repository.init(session.combined(stores), passphrase, session.config.repository.format)
+    repo = Repository.init(Replicas(stores), passphrase, session.config.repository.format)
     names = ", ".join(t.name for t in session.config.targets)
     print(f"initialised repository {repo.id} on {names}")
     print("keep the passphrase safe, and escrow the recovery key offline: coldvault key export")
@@ -59,7 +71,9 @@ def cmd_backup(args: argparse.Namespace, session: Session) -> int:
     sources = [session.config.source(args.source)] if args.source else list(session.config.sources)
     if not sources:
         raise UsageError("the config has no [[sources]]; add one (see configs/example.toml)")
-    repo = session.open_repo(writing=True)
+    replicas = session.connect(writing=True)
+    session.keep_journal(replicas)
+    repo = session.unlock(replicas)
     options = BackupOptions(
         workers=session.workers,
         compression_level=session.config.repository.compression_level,
@@ -67,9 +81,9 @@ def cmd_backup(args: argparse.Namespace, session: Session) -> int:
     )
     results = []
     for source in sources:
-        result = backup(repo, source, options, make_progress(quiet=args.quiet or args.json))
+        result = backup(repo, source, options, make_progress(quiet=args.quiet or args.json), replicas=replicas)
         snap = result.snapshot
-        results.append(snap)
+        results.append(result)
         if not args.json:
             s = snap.summary
             print(
@@ -77,14 +91,32 @@ def cmd_backup(args: argparse.Namespace, session: Session) -> int:
                 f"{format_size(s['new_bytes'])} new ({format_size(s['stored_bytes'])} stored), "
                 f"{s['duration_ms'] / 1000:.1f}s" + (f", {len(snap.warnings)} warnings" if snap.warnings else "")
             )
+    all_targets = [t.name for t in session.config.targets]
     if args.json:
-        _emit_json([_snapshot_doc(s) for s in results])
+        _emit_json(
+            [
+                dict(_snapshot_doc(r.snapshot), targets=list(r.targets), lagging=_lagging(all_targets, r.targets))
+                for r in results
+            ]
+        )
+    for name in _lagging(all_targets, *(r.targets for r in results)):
+        why = replicas.down.get(name)
+        print(
+            f"warning: target {name} is lagging{f' ({why})' if why else ''}; the backup met"
+            f" repository.min_targets without it; run 'coldvault sync' once it is back",
+            file=sys.stderr,
+        )
     _warn_skipped(repo)
-    return EXIT_PARTIAL if any(s.partial for s in results) else EXIT_OK
+    return EXIT_PARTIAL if any(r.snapshot.partial for r in results) else EXIT_OK
+
+
+def _lagging(all_targets: list[str], *holders: tuple[str, ...]) -> list[str]:
+    """Targets that did not receive every one of the snapshots."""
+    return [name for name in all_targets if not all(name in h for h in holders)]
 
 
 def cmd_snapshots(args: argparse.Namespace, session: Session) -> int:
-    repo = session.open_repo()
+    repo = session.open_repo(only=args.target)
     snapshots = filter_snapshots(repo.snapshots(), args.source)
     _warn_skipped(repo)
     if args.json:
@@ -105,7 +137,7 @@ def cmd_snapshots(args: argparse.Namespace, session: Session) -> int:
 
 
 def cmd_ls(args: argparse.Namespace, session: Session) -> int:
-    repo = session.open_repo()
+    repo = session.open_repo(only=args.target)
     snapshot = find_snapshot(repo.snapshots(), args.snapshot, source=args.source)
     _warn_skipped(repo)
     nodes = select_nodes(repo.listing(snapshot), args.path)
@@ -119,7 +151,7 @@ def cmd_ls(args: argparse.Namespace, session: Session) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, session: Session) -> int:
-    repo = session.open_repo()
+    repo = session.open_repo(only=args.target)
     snapshot = find_snapshot(repo.snapshots(), args.snapshot, source=args.source)
     _ = repo.index  # load it now, so skipped index objects are reported before the restore starts
     _warn_skipped(repo)
@@ -147,7 +179,7 @@ def cmd_check(args: argparse.Namespace, session: Session) -> int:
     fraction = 1.0 if args.read_data else (args.read_data_subset or 0.0) / 100
     if not 0 <= fraction <= 1:
         raise UsageError("--read-data-subset takes a percentage from 0 to 100")
-    repo = session.open_repo(cached=False)  # verify what the targets hold, not local copies
+    repo = session.open_repo(cached=False, only=args.target)  # verify what the targets hold, not local copies
     result = check(
         repo,
         read_fraction=fraction,
@@ -182,8 +214,104 @@ def cmd_check(args: argparse.Namespace, session: Session) -> int:
     return EXIT_OK
 
 
+def cmd_sync(args: argparse.Namespace, session: Session) -> int:
+    replicas = session.connect()
+    session.keep_journal(replicas)
+    results = sync(replicas, report=_status(args.quiet or args.json))
+    return _report_targets(results, args.json, verb="sync")
+
+
+def cmd_scrub(args: argparse.Namespace, session: Session) -> int:
+    if not 0 <= args.read_data_subset <= 100:
+        raise UsageError("--read-data-subset takes a percentage from 0 to 100")
+    replicas = session.connect()
+    session.keep_journal(replicas)
+    report = _status(args.quiet or args.json)
+    results = scrub(replicas, read_fraction=args.read_data_subset / 100, rng=random.Random(), report=report)
+    return _report_targets(results, args.json, verb="scrub")
+
+
+def _report_targets(results: list[TargetResult], as_json: bool, *, verb: str) -> int:
+    if as_json:
+        _emit_json({"ok": all(r.ok for r in results), "targets": [_target_doc(r) for r in results]})
+    else:
+        for r in results:
+            if not r.reachable:
+                print(f"{r.name}: unreachable ({r.error})")
+                continue
+            line = f"{r.name}: {r.objects} objects, {format_size(r.bytes)}"
+            if verb == "scrub":
+                line += f"; verified {r.verified} ({format_size(r.verified_bytes)}), {len(r.damaged)} damaged"
+            line += f"; {len(r.missing)} missing ({format_size(r.missing_bytes)}), {len(r.repaired)} repaired"
+            print(line)
+            for path, why in sorted(r.unrepaired.items()):
+                print(f"  not repaired: {path}: {why}")
+    unreachable = [r.name for r in results if not r.reachable]
+    unrepaired = sum(len(r.unrepaired) for r in results)
+    if unrepaired:
+        raise IntegrityError(f"{verb} could not repair {unrepaired} objects; see the lines above")
+    if unreachable:
+        raise TargetError(f"{verb} could not reach {', '.join(unreachable)}; run it again once the target is back")
+    return EXIT_OK
+
+
+def _target_doc(r: TargetResult) -> dict[str, object]:
+    return {
+        "name": r.name,
+        "reachable": r.reachable,
+        "error": r.error,
+        "objects": r.objects,
+        "bytes": r.bytes,
+        "missing": r.missing,
+        "missing_bytes": r.missing_bytes,
+        "damaged": r.damaged,
+        "repaired": r.repaired,
+        "unrepaired": r.unrepaired,
+        "verified": r.verified,
+        "verified_bytes": r.verified_bytes,
+    }
+
+
+def cmd_status(args: argparse.Namespace, session: Session) -> int:
+    replicas = session.connect()
+    session.keep_journal(replicas)
+    assert replicas.journal is not None
+    found = survey(replicas)
+    docs = []
+    for r in found.results.values():
+        docs.append(
+            {
+                "name": r.name,
+                "reachable": r.reachable,
+                "error": r.error,
+                "objects": r.objects,
+                "bytes": r.bytes,
+                "lag_objects": len(r.missing),
+                "lag_bytes": r.missing_bytes,
+                "last_upload": replicas.journal.last_stored(r.name),
+            }
+        )
+    if args.json:
+        _emit_json(docs)
+    else:
+        print(f"{'TARGET':16}  {'REACHABLE':9}  {'OBJECTS':>8}  {'SIZE':>10}  {'LAG':>16}  LAST UPLOAD (UTC)")
+        for d in docs:
+            lag = f"{d['lag_objects']} / {format_size(d['lag_bytes'])}" if d["reachable"] else "?"  # type: ignore[arg-type]
+            last = str(d["last_upload"] or "never")[:19]
+            print(
+                f"{str(d['name'])[:16]:16}  {'yes' if d['reachable'] else 'NO':9}  {d['objects']:>8}"
+                f"  {format_size(d['bytes']):>10}  {lag:>16}  {last}"  # type: ignore[arg-type]
+            )
+            if d["error"]:
+                print(f"  {d['error']}")
+    unreachable = [str(d["name"]) for d in docs if not d["reachable"]]
+    if unreachable:
+        raise TargetError(f"{', '.join(unreachable)} unreachable; see above")
+    return EXIT_OK
+
+
 def cmd_key(args: argparse.Namespace, session: Session) -> int:
-    repo = session.open_repo()
+    repo = session.unlock(session.connect(writing=args.key_command in ("add", "remove", "passwd")))
     if args.key_command == "list":
         slots = repo.key_slots()
         if args.json:

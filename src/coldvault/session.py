@@ -1,4 +1,4 @@
-"""What every command needs: the config, the targets' store, the key, the open repository."""
+"""What every command needs: the config, the targets' stores, the journal, the key, the open repository."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coldvault.config import Config, Secret, load_config, read_secret_file
-from coldvault.errors import ConfigError, UsageError, WrongKey
+from coldvault.engine.journal import Journal
+from coldvault.engine.replicas import Replicas
+from coldvault.engine.staging import Staging
+from coldvault.errors import ConfigError, TargetError, UsageError, WrongKey
 from coldvault.repo.keys import decode_recovery_key
-from coldvault.repo.repository import Repository
+from coldvault.repo.repository import Repository, read_repository_id
 from coldvault.storage.cache import CachingStore
-from coldvault.storage.factory import check_targets, combine, open_store
+from coldvault.storage.factory import check_target, open_store
 from coldvault.storage.protocol import Store
 
 PASSPHRASE_ENV = "COLDVAULT_PASSPHRASE"
@@ -53,28 +56,43 @@ class Session:
         """Uploads to a directory are bounded by the disk; to a cloud, by round trips, so several overlap."""
         return max((t.max_in_flight for t in self.config.targets if t.type != "local"), default=1)
 
-    def target_stores(self, *, writing: bool = False) -> list[Store]:
-        """One store per target, in config order; ``writing`` first checks that each bucket exists and
-        supports its lock settings."""
-        stores = [open_store(target) for target in self.config.targets]
+    def target_stores(self, *, only: str | None = None) -> list[Store]:
+        """One store per target, in config order; ``only`` names the one target to use."""
+        targets = [self.config.target(only)] if only else list(self.config.targets)
+        return [open_store(target) for target in targets]
+
+    def connect(self, *, writing: bool = False, only: str | None = None) -> Replicas:
+        """The targets behind one store.  ``writing`` first checks each target: one that is unreachable
+        is marked down (a backup goes on without it, down to repository.min_targets); one whose bucket
+        cannot enforce its configured lock stops everything (ConfigError)."""
+        stores = self.target_stores(only=only)
+        replicas = Replicas(stores, min_targets=1 if only else self.config.min_targets)
         if writing:
-            check_targets(list(self.config.targets), stores)
-        return stores
+            targets = [self.config.target(only)] if only else list(self.config.targets)
+            for target, store in zip(targets, stores, strict=True):
+                try:
+                    check_target(target, store)
+                except TargetError as exc:
+                    replicas.mark_down(store, exc)
+            replicas.require_quorum()
+        return replicas
 
-    def combined(self, stores: list[Store], *, cached: bool = True) -> Store:
-        """The targets' stores behind one, with the local cache in front unless ``cached`` is False."""
-        store = combine(stores)
-        return CachingStore(store, self.state_dir / "cache") if cached else store
+    def keep_journal(self, replicas: Replicas) -> None:
+        """Give ``replicas`` the repository's journal and staging area in the state directory."""
+        repository_id = read_repository_id(replicas)
+        replicas.journal = Journal(self.state_dir / "journal" / f"{repository_id}.sqlite")
+        replicas.staging = Staging(self.state_dir / "staging" / repository_id, self.config.repository.staging_limit)
 
-    def store(self, *, cached: bool = True, writing: bool = False) -> Store:
-        return self.combined(self.target_stores(writing=writing), cached=cached)
-
-    def open_repo(self, *, cached: bool = True, writing: bool = False) -> Repository:
-        """Unlock and open the repository; ``cached=False`` reads every object from the targets (for check)."""
-        store = self.store(cached=cached, writing=writing)
+    def unlock(self, replicas: Replicas, *, cached: bool = True) -> Repository:
+        """Open the repository on ``replicas``; ``cached=False`` reads every object from the targets."""
+        store: Store = CachingStore(replicas, self.state_dir / "cache") if cached else replicas
         if self.recovery_key_file is not None:
             return Repository.open(store, recovery_key=self.recovery_key())
         return Repository.open(store, passphrase=self.passphrase())
+
+    def open_repo(self, *, cached: bool = True, only: str | None = None) -> Repository:
+        """For reading: unlock the repository on every target, or on ``only`` that one."""
+        return self.unlock(self.connect(only=only), cached=cached and only is None)
 
     def passphrase(self, *, confirm: bool = False) -> Secret:
         """From repository.passphrase_file, else $COLDVAULT_PASSPHRASE, else a prompt on a terminal."""

@@ -90,6 +90,11 @@ class RepositoryConfig(_Strict):
     state_dir: ExpandedPath | None = None
     compression_level: int = Field(default=3, ge=1, le=19)
     workers: int | None = Field(default=None, ge=1, le=64)
+    # How many targets must hold a snapshot for its backup to count as complete; None means all.
+    min_targets: int | None = Field(default=None, ge=1)
+    # Objects a lagging target missed are kept locally, up to this many bytes, so that catching
+    # it up later costs no download from another provider; beyond it, they are copied from one.
+    staging_limit: Annotated[int, BeforeValidator(_parse_size), Field(ge=0)] = 1 << 30
     format: FormatConfig = FormatConfig()
 
 
@@ -233,7 +238,24 @@ class Config(_Strict):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"{kind} names must be unique; {duplicates[0]!r} is used more than once")
+        wanted = self.repository.min_targets
+        if wanted is not None and wanted > len(self.targets):
+            raise ValueError(
+                f"repository.min_targets is {wanted} but only {len(self.targets)} targets are configured;"
+                " lower it or add targets"
+            )
         return self
+
+    @property
+    def min_targets(self) -> int:
+        return self.repository.min_targets or len(self.targets)
+
+    def target(self, name: str) -> Target:
+        for target in self.targets:
+            if target.name == name:
+                return target
+        known = ", ".join(t.name for t in self.targets)
+        raise UsageError(f"no target named {name!r} in the config (configured: {known})")
 
     def source(self, name: str) -> Source:
         for source in self.sources:

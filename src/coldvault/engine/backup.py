@@ -4,6 +4,10 @@ Commit order (the crash-safety argument): every pack (data and listing packs,
 stored as they fill) → the index naming them → the snapshot manifest.  A crash
 before the manifest leaves only unreferenced objects, which a later prune
 collects; a visible snapshot always has every object it names.
+
+With several targets the manifest is published through engine.replicas, which puts it
+only on targets holding every object it references.  Packs stored before a crash are
+remembered in the journal and adopted by the next run instead of being uploaded again.
 """
 
 from __future__ import annotations
@@ -22,17 +26,21 @@ from dataclasses import dataclass, replace
 
 from coldvault import __version__
 from coldvault.config.model import Source
+from coldvault.engine.journal import Journal
 from coldvault.engine.pipeline import OrderedPipeline
 from coldvault.engine.progress import Progress
+from coldvault.engine.replicas import Replicas
 from coldvault.engine.segments import Segment, SegmentedReader, SegmentPool
 from coldvault.engine.walk import Entry, Excludes, Warn, walk
-from coldvault.errors import SourceError
+from coldvault.errors import IntegrityError, SourceError
 from coldvault.repo.blob import BlobKind
 from coldvault.repo.chunker import cut_buffer
+from coldvault.repo.index import PackRecord, decode_index, encode_index
 from coldvault.repo.manifest import STREAM, TREE, Snapshot
-from coldvault.repo.repository import Repository
+from coldvault.repo.repository import PACK_KINDS, Repository
 from coldvault.repo.tree import BLOCKDEV, CHARDEV, DIR, FIFO, FILE, SOCKET, SYMLINK, Node, encode_node
 from coldvault.repo.writer import BlobWriter
+from coldvault.storage.handle import Handle, Kind
 
 _SEGMENT_SIZE = 16 << 20
 _STDERR_TAIL_LINES = 5
@@ -48,6 +56,7 @@ class BackupOptions:
 @dataclass(frozen=True)
 class BackupResult:
     snapshot: Snapshot
+    targets: tuple[str, ...] = ()  # the targets the manifest went to; the others are lagging
 
 
 class _Listing:
@@ -88,14 +97,21 @@ _Tag = tuple[str, Node, Segment | None]
 class _Run:
     """State of one backup run: the writer, the thread pool and the ordered pipeline into the listing."""
 
-    def __init__(self, repo: Repository, options: BackupOptions, progress: Progress) -> None:
+    def __init__(self, repo: Repository, options: BackupOptions, progress: Progress, replicas: Replicas | None) -> None:
         self.repo = repo
         self.progress = progress
+        self.replicas = replicas
+        self.journal = replicas.journal if replicas is not None else None
         self.warnings: list[str] = []
         self.started = time.monotonic()
         self.writer = BlobWriter(
-            repo, compression_level=options.compression_level, uploads_in_flight=options.uploads_in_flight
+            repo,
+            compression_level=options.compression_level,
+            uploads_in_flight=options.uploads_in_flight,
+            before_upload=self._remember_pack if self.journal is not None else None,
         )
+        if self.journal is not None:
+            self.writer.adopt(_unindexed_packs(self.journal, repo))
         self.pool = ThreadPoolExecutor(options.workers, thread_name_prefix="coldvault-chunk")
         # The segment pool bounds the file data in flight; a few spare segments keep reading ahead.
         params = repo.format.chunker
@@ -138,11 +154,18 @@ class _Run:
         if node.type == FILE:
             self.progress.advance(0, files=1)
 
-    def commit(self, snapshot: Snapshot) -> Snapshot:
+    def _remember_pack(self, record: PackRecord) -> None:
+        assert self.journal is not None
+        self.journal.record_pack(record.name, encode_index([record]))
+
+    def commit(self, snapshot: Snapshot) -> tuple[Snapshot, tuple[str, ...]]:
         self.pipeline.drain()
         self.reader.close()
         listing = self.listing.finish()
-        self.repo.write_index(self.writer.flush())
+        records = self.writer.flush()
+        self.repo.write_index(records)
+        if self.journal is not None:
+            self.journal.packs_indexed(r.name for r in records)
         summary = dict(
             self.stats,
             new_chunks=self.writer.new_chunks,
@@ -151,7 +174,25 @@ class _Run:
             duration_ms=int((time.monotonic() - self.started) * 1000),
         )
         final = replace(snapshot, listing=listing, summary=summary, warnings=tuple(self.warnings))
-        return replace(final, id=self.repo.commit_snapshot(final))
+        if self.replicas is None:
+            return replace(final, id=self.repo.commit_snapshot(final)), (self.repo.store.name,)
+        handle, data = self.repo.seal_snapshot(final)
+        targets = self.replicas.publish(handle, data, self._references())
+        return replace(final, id=handle.name), tuple(targets)
+
+    def _references(self) -> list[Handle]:
+        """Every object a reader of the snapshot needs: its packs, the index objects describing them,
+        the config and the key slot."""
+        index = self.repo.index
+        handles = self.repo.essentials()
+        described_by = set()
+        for name in self.writer.referenced:
+            record = index.pack(name)
+            assert record is not None, "a referenced pack is always in the index"
+            handles.append(Handle(PACK_KINDS[record.kind], name))
+            described_by.add(index.index_object(name))
+        handles += [Handle(Kind.INDEX, name) for name in described_by if name is not None]
+        return handles
 
     def close(self) -> None:
         self.pipeline.cancel()
@@ -159,8 +200,17 @@ class _Run:
         self.writer.close()
 
 
-def backup(repo: Repository, source: Source, options: BackupOptions, progress: Progress) -> BackupResult:
-    run = _Run(repo, options, progress)
+def backup(
+    repo: Repository,
+    source: Source,
+    options: BackupOptions,
+    progress: Progress,
+    *,
+    replicas: Replicas | None = None,
+) -> BackupResult:
+    """Back up one source.  ``replicas`` is the targets' store under ``repo`` when there is one: it
+    decides where the manifest goes and holds the journal; without it, the manifest goes to repo.store."""
+    run = _Run(repo, options, progress, replicas)
     try:
         progress.start(f"backup {source.name}")
         base = Snapshot(
@@ -177,15 +227,34 @@ def backup(repo: Repository, source: Source, options: BackupOptions, progress: P
         )
         if source.is_stream:
             _read_command(run, source)
-            snapshot = run.commit(base)
+            snapshot, targets = run.commit(base)
         else:
             parent = _parent_snapshot(repo, source)
             _read_tree(run, source, parent)
-            snapshot = run.commit(replace(base, parent=parent.id if parent else None))
+            snapshot, targets = run.commit(replace(base, parent=parent.id if parent else None))
         progress.finish()
-        return BackupResult(snapshot)
+        return BackupResult(snapshot, targets)
     finally:
         run.close()
+
+
+def _unindexed_packs(journal: Journal, repo: Repository) -> list[PackRecord]:
+    """Packs an interrupted run stored on at least one target without indexing them.  Rows of packs
+    indexed since, or never stored anywhere, are dropped."""
+    records, done = [], []
+    for name, blob in journal.unindexed_packs():
+        try:
+            (record,) = decode_index(blob, what=f"journal record of pack {name[:12]}")
+        except (IntegrityError, ValueError):
+            done.append(name)  # unreadable: the pack is uploaded again, which costs only time
+            continue
+        path = Handle(PACK_KINDS[record.kind], name).path
+        if record.name != name or repo.index.pack(name) is not None or not journal.stored_anywhere(path):
+            done.append(name)
+        else:
+            records.append(record)
+    journal.packs_indexed(done)
+    return records
 
 
 def _parent_snapshot(repo: Repository, source: Source) -> Snapshot | None:
@@ -198,7 +267,6 @@ def _parent_snapshot(repo: Repository, source: Source) -> Snapshot | None:
 
 def _read_tree(run: _Run, source: Source, parent: Snapshot | None) -> None:
     previous = _ParentCursor(run.repo.listing(parent) if parent else iter(()))
-    index = run.repo.index
     leaders: dict[tuple[int, int], Node] = {}
     excludes = Excludes(source.exclude)
     for entry in walk([os.fsencode(p) for p in source.paths or ()], excludes, source.one_file_system, run.warn):
@@ -223,7 +291,7 @@ def _read_tree(run: _Run, source: Source, parent: Snapshot | None) -> None:
             before is not None
             and before.type == FILE
             and _unchanged(before, st)
-            and all(index.has(BlobKind.DATA, c) for c in before.chunks)
+            and run.writer.reuse(BlobKind.DATA, before.chunks)
         ):
             node.chunks, node.size = before.chunks, before.size
             run.stats["reused_files"] += 1

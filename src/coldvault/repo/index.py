@@ -85,9 +85,12 @@ class Index:
     def __init__(self) -> None:
         self._chunks: dict[tuple[BlobKind, bytes], Location] = {}
         self._packs: dict[str, PackRecord] = {}
+        self._described_by: dict[str, str] = {}  # pack name → name of an index object describing it
 
-    def add(self, pack: PackRecord) -> None:
+    def add(self, pack: PackRecord, index_object: str | None = None) -> None:
         self._packs[pack.name] = pack
+        if index_object is not None:
+            self._described_by.setdefault(pack.name, index_object)
         for e in pack.entries:
             location = Location(pack.name, e.kind, e.offset, e.length, e.raw_length)
             self._chunks.setdefault((e.kind, e.chunk_id), location)
@@ -106,3 +109,7 @@ class Index:
 
     def pack(self, name: str) -> PackRecord | None:
         return self._packs.get(name)
+
+    def index_object(self, pack: str) -> str | None:
+        """An index object that describes the pack: a reader needs it to find the pack's chunks."""
+        return self._described_by.get(pack)

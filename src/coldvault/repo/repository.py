@@ -184,7 +184,7 @@ class Repository:
                 self.skipped.append(f"skipped {info.handle}: {exc}")
                 continue
             for record in records:
-                index.add(record)
+                index.add(record, info.handle.name)
         return index
 
     def read_index_object(self, name: str) -> list[PackRecord]:
@@ -223,8 +223,9 @@ class Repository:
 
     # ---- writing ---------------------------------------------------------------------------
 
-    def write_pack(self, kind: BlobKind, data: bytes | memoryview) -> str:
-        return self._put_named(PACK_KINDS[kind], data)
+    def write_pack(self, kind: BlobKind, data: bytes | memoryview, name: str | None = None) -> str:
+        """Store a pack; ``name`` is object_name(data) when the caller has computed it already."""
+        return self._put_named(PACK_KINDS[kind], data, name)
 
     def write_index(self, records: list[PackRecord]) -> str | None:
         if not records:
@@ -232,18 +233,29 @@ class Repository:
         body = encode_index(records)
         name = self._put_named(Kind.INDEX, envelope.wrap(self.subkeys.meta, EnvelopeType.INDEX, body))
         for record in records:
-            self.index.add(record)
+            self.index.add(record, name)
         return name
+
+    def seal_snapshot(self, snapshot: Snapshot) -> tuple[Handle, bytes]:
+        """The manifest object, for a caller that decides itself where it goes (see engine.replicas)."""
+        data = envelope.wrap(self.subkeys.meta, EnvelopeType.SNAPSHOT, encode_snapshot(snapshot))
+        return Handle(Kind.SNAPSHOT, object_name(data)), data
 
     def commit_snapshot(self, snapshot: Snapshot) -> str:
         """Store the manifest: the commit point.  Call only after its packs and index are stored."""
-        data = envelope.wrap(self.subkeys.meta, EnvelopeType.SNAPSHOT, encode_snapshot(snapshot))
-        return self._put_named(Kind.SNAPSHOT, data)
+        return self._put_named(Kind.SNAPSHOT, self.seal_snapshot(snapshot)[1])
+
+    def essentials(self) -> list[Handle]:
+        """What any target needs besides packs and indexes to open the repository: config and our key slot."""
+        handles = [_CONFIG]
+        if self._slot is not None:
+            handles.append(Handle(Kind.KEY, self._slot))
+        return handles
 
     # ---- internals -------------------------------------------------------------------------
 
-    def _put_named(self, kind: Kind, data: bytes | memoryview) -> str:
-        name = object_name(data)
+    def _put_named(self, kind: Kind, data: bytes | memoryview, name: str | None = None) -> str:
+        name = name or object_name(data)
         try:
             self.store.put(Handle(kind, name), data)
         except AlreadyExists:
@@ -286,6 +298,11 @@ def _exists(store: Store, handle: Handle) -> bool:
     except NotFound:
         return False
     return True
+
+
+def read_repository_id(store: Store) -> str:
+    """The repository's id from its config, without unlocking it."""
+    return _read_config_header(store)[0]
 
 
 def _read_config_header(store: Store) -> tuple[str, bytes]:

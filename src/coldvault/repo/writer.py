@@ -8,6 +8,7 @@ Pack buffers are recycled once their upload is done.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import zstandard
@@ -16,11 +17,20 @@ from coldvault.repo.blob import BlobKind, encode_blob
 from coldvault.repo.index import PackRecord
 from coldvault.repo.pack import PackBuilder
 from coldvault.repo.repository import Repository
+from coldvault.storage.handle import object_name
 
 
 class BlobWriter:
-    def __init__(self, repo: Repository, *, compression_level: int = 3, uploads_in_flight: int = 1) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        *,
+        compression_level: int = 3,
+        uploads_in_flight: int = 1,
+        before_upload: Callable[[PackRecord], None] | None = None,
+    ) -> None:
         self._repo = repo
+        self._before_upload = before_upload
         self._level = compression_level
         self._claimed: set[tuple[BlobKind, bytes]] = set()
         self._lock = threading.Lock()
@@ -32,6 +42,8 @@ class BlobWriter:
         self._failure: BaseException | None = None  # the first upload that failed
         self._local = threading.local()
         self._known = repo.index  # loaded here, once, before worker threads race to load it
+        self._adopted: list[PackRecord] = []
+        self.referenced: set[str] = set()  # every pack holding a chunk this writer was given
         self.new_chunks = 0
         self.new_bytes = 0  # plaintext bytes of chunks not seen before
         self.stored_bytes = 0  # bytes of sealed blobs written into packs
@@ -39,7 +51,9 @@ class BlobWriter:
     def store(self, kind: BlobKind, plaintext: bytes | memoryview) -> bytes:
         """Return the chunk id; seal and pack the chunk only if the repository lacks it."""
         chunk_id = self._repo.subkeys.chunk_id(plaintext)
-        if self._known.has(kind, chunk_id):
+        location = self._known.lookup(kind, chunk_id)
+        if location is not None:
+            self.referenced.add(location.pack)
             return chunk_id
         with self._lock:
             if (kind, chunk_id) in self._claimed:
@@ -48,6 +62,22 @@ class BlobWriter:
         blob = encode_blob(self._repo.subkeys.data, kind, chunk_id, plaintext, self._compressor())
         self._add(kind, chunk_id, blob, len(plaintext))
         return chunk_id
+
+    def reuse(self, kind: BlobKind, chunk_ids: Iterable[bytes]) -> bool:
+        """Whether every chunk is already stored; if so, they count as given to this writer."""
+        locations = [self._known.lookup(kind, c) for c in chunk_ids]
+        if any(location is None for location in locations):
+            return False
+        self.referenced.update(location.pack for location in locations if location is not None)
+        return True
+
+    def adopt(self, records: Iterable[PackRecord]) -> None:
+        """Packs an interrupted run stored but never indexed: their chunks count as stored, and they go
+        into this run's index, so that resuming does not upload them again.  Call before ``store``."""
+        for record in records:
+            if self._known.pack(record.name) is None:
+                self._known.add(record)
+                self._adopted.append(record)
 
     def flush(self) -> list[PackRecord]:
         """Store every partial pack, wait for all uploads, and return what was stored (raising the first failure)."""
@@ -59,6 +89,8 @@ class BlobWriter:
                 self._submit(builder)
         uploads, self._uploads = self._uploads, []
         records = [future.result() for future in uploads]
+        records, self._adopted = self._adopted + records, []
+        self.referenced.update(record.name for record in records)
         return records
 
     def close(self) -> None:
@@ -109,8 +141,10 @@ class BlobWriter:
         try:
             data, entries = builder.finish(self._repo.subkeys.meta)
             with data:
-                name = self._repo.write_pack(builder.kind, data)
-                record = PackRecord(name, builder.kind, len(data), tuple(entries))
+                record = PackRecord(object_name(data), builder.kind, len(data), tuple(entries))
+                if self._before_upload is not None:
+                    self._before_upload(record)  # a write-ahead record: see engine.journal
+                self._repo.write_pack(builder.kind, data, record.name)
             with self._lock:
                 self._spare_buffers.append(builder.buffer)
             return record

@@ -8,7 +8,6 @@ from coldvault.config.model import CloudTarget, Target
 from coldvault.errors import ConfigError
 from coldvault.storage.limit import LimitedStore
 from coldvault.storage.local import LocalStore
-from coldvault.storage.mirror import MirrorStore
 from coldvault.storage.policy import PolicyStore
 from coldvault.storage.protocol import Store
 from coldvault.storage.retry import RetryingStore
@@ -29,16 +28,11 @@ def open_store(target: Target) -> Store:
     )
 
 
-def combine(stores: list[Store]) -> Store:
-    """One store for one target; a mirror over all of them otherwise."""
-    return stores[0] if len(stores) == 1 else MirrorStore(stores)
-
-
-def check_targets(targets: list[Target], stores: list[Store]) -> None:
-    """Before writing: every cloud target's bucket exists, is reachable, and supports the lock it is configured with."""
-    for target, target_store in zip(targets, stores, strict=True):
-        if target.type != "local":
-            _check_cloud(target, target_store)
+def check_target(target: Target, store: Store) -> None:
+    """Before writing: a cloud target's bucket exists, is reachable (else TargetError), and supports
+    the lock it is configured with (else ConfigError)."""
+    if target.type != "local":
+        _check_cloud(target, store)
 
 
 def _check_cloud(target: CloudTarget, store: Store) -> None:
