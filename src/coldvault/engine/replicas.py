@@ -116,28 +116,33 @@ class Replicas:
     def _write(
         self, targets: list[Store], handle: Handle, data: BytesLike, put_one: Callable[[Store], ObjectInfo]
     ) -> ObjectInfo:
-        outcomes = self._on_each(targets, put_one)
-        stored: list[tuple[str, str, int]] = []
+        def put_and_record(store: Store) -> ObjectInfo | AlreadyExists:
+            try:
+                outcome: ObjectInfo | AlreadyExists = put_one(store)
+            except AlreadyExists as exc:
+                outcome = exc  # names are content hashes: a target that has the name has the bytes
+            if self.journal is not None:  # each target as soon as it answers, so a crash forgets little
+                self.journal.record_stored([(store.name, handle.path, len(data))])
+            return outcome
+
+        outcomes = self._on_each(targets, put_and_record)
+        holders = existed = 0
         info = ObjectInfo(handle, len(data))
-        existed = 0
         for store in self.stores:
             outcome = outcomes.get(store.name)
             if isinstance(outcome, ObjectInfo | AlreadyExists):
-                # AlreadyExists: names are content hashes, so a target that has the name has the bytes
+                holders += 1
                 existed += isinstance(outcome, AlreadyExists)
                 info = outcome if isinstance(outcome, ObjectInfo) else info
-                stored.append((store.name, handle.path, len(data)))
                 continue
             if isinstance(outcome, TargetError):
                 self.mark_down(store, outcome)
             elif outcome is not None:
                 raise outcome  # a bug, not a target's failure
             self._lagging(store, handle, data)
-        if self.journal is not None:
-            self.journal.record_stored(stored)
-        if len(stored) < self.min_targets:
-            raise TargetError(self._quorum_message(len(stored), f"holding {handle}"))
-        if existed == len(stored):
+        if holders < self.min_targets:
+            raise TargetError(self._quorum_message(holders, f"holding {handle}"))
+        if existed == holders:
             raise AlreadyExists(f"{handle} already exists on every target")
         return info
 
