@@ -103,7 +103,7 @@ def test_a_provider_killed_mid_backup_lags_then_catches_up_and_any_single_provid
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLDVAULT_")}
     backup = subprocess.Popen(
-        [sys.executable, "-m", "coldvault", "--config", str(cli.config), "--quiet", "backup"],
+        [sys.executable, "-m", "coldvault", "--config", str(cli.config), "--quiet", "--debug", "backup"],
         env={**env, "COLDVAULT_PASSPHRASE": PASSPHRASE},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

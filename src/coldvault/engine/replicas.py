@@ -47,7 +47,7 @@ class Replicas:
         self.min_targets = min_targets or len(stores)
         self.journal = journal
         self.staging = staging
-        self.down: dict[str, TargetError] = {}
+        self.down: dict[str, str] = {}  # target name → why it is out of this run
         self._pool = ThreadPoolExecutor(8 * len(stores), thread_name_prefix="coldvault-replica")
 
     def close(self) -> None:
@@ -74,7 +74,9 @@ class Replicas:
         return [s for s in self.stores if s.name not in self.down]
 
     def mark_down(self, store: Store, error: TargetError) -> None:
-        self.down.setdefault(store.name, error)
+        # Only the message is kept: the exception's traceback would pin the frames of the failed
+        # upload, and with them views of a pack buffer the writer is about to reuse.
+        self.down.setdefault(store.name, str(error))
 
     def require_quorum(self) -> None:
         """Fail before any work when too few targets are reachable to complete a backup."""
@@ -319,7 +321,12 @@ class Replicas:
         for name, future in futures.items():
             try:
                 outcomes[name] = future.result()
-            except BaseException as exc:  # noqa: BLE001 - sorted out by the caller
+            except TargetError as exc:
+                # Kept bare: its traceback, and the SDK exception behind it, pin the frames of the
+                # failed call and with them views of a buffer the caller reuses once this returns.
+                exc.__context__ = None
+                outcomes[name] = exc.with_traceback(None)
+            except BaseException as exc:  # noqa: BLE001 - a bug; the caller re-raises it
                 outcomes[name] = exc
         return outcomes
 
@@ -327,7 +334,7 @@ class Replicas:
         return TargetError(f"no target is reachable: {self._down_summary()}")
 
     def _down_summary(self) -> str:
-        return "; ".join(str(e) for e in self.down.values())
+        return "; ".join(self.down.values())
 
     def _quorum_message(self, count: int, what: str) -> str:
         message = (

@@ -145,8 +145,21 @@ class BlobWriter:
                 if self._before_upload is not None:
                     self._before_upload(record)  # a write-ahead record: see engine.journal
                 self._repo.write_pack(builder.kind, data, record.name)
-            with self._lock:
-                self._spare_buffers.append(builder.buffer)
+            if _unviewed(builder.buffer):
+                with self._lock:
+                    self._spare_buffers.append(builder.buffer)
             return record
         finally:
             self._slots.release()
+
+
+def _unviewed(buffer: bytearray) -> bool:
+    """Whether no view of the buffer is left.  A store whose upload failed may still hold one (in an
+    exception's frames, or an SDK's retry state); such a buffer is left to the garbage collector
+    rather than rewritten under that view."""
+    try:
+        buffer.append(0)  # resizing is refused while any view exists
+    except BufferError:
+        return False
+    del buffer[-1]
+    return True
