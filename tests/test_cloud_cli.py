@@ -27,17 +27,22 @@ def toml_value(value: Any) -> str:
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
-def cloud_config(root: Path, target: dict[str, Any], data: Path | None = None) -> str:
+def cloud_config(
+    root: Path, targets: dict[str, Any] | list[dict[str, Any]], data: Path | None = None, **repository: Any
+) -> str:
+    """A config with one target or several, small chunks and packs, and any extra [repository] keys."""
     lines = ["[repository]", f'state_dir = "{root}/state"']
+    lines += [f"{k} = {toml_value(v)}" for k, v in repository.items()]
     lines += [
         "[repository.format]",
         'chunk_min_size = "16KiB"',
         'chunk_avg_size = "64KiB"',
         'chunk_max_size = "256KiB"',
         'pack_size = "512KiB"',
-        "[[targets]]",
     ]
-    lines += [f"{k} = {toml_value(v)}" for k, v in target.items()]
+    for target in [targets] if isinstance(targets, dict) else targets:
+        lines.append("[[targets]]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in target.items()]
     lines += ["[[sources]]", 'name = "files"', f'paths = ["{data or root / "data"}"]']
     return "\n".join(lines) + "\n"
 

@@ -16,36 +16,17 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from azure.storage.blob import ContainerClient
 from conftest import CloudBucket, make_gcs_bucket, make_s3_bucket
 from test_cli import CLI, PASSPHRASE
-from test_cloud_cli import toml_value
+from test_cloud_cli import cloud_config
 
 from coldvault import emulators
 from coldvault.storage.handle import Kind
 
 pytestmark = pytest.mark.emulator
-
-
-def config(root: Path, targets: list[dict[str, Any]], *, min_targets: int | None = None) -> str:
-    lines = ["[repository]", f'state_dir = "{root}/state"']
-    if min_targets is not None:
-        lines.append(f"min_targets = {min_targets}")
-    lines += [
-        "[repository.format]",
-        'chunk_min_size = "16KiB"',
-        'chunk_avg_size = "64KiB"',
-        'chunk_max_size = "256KiB"',
-        'pack_size = "512KiB"',
-    ]
-    for target in targets:
-        lines.append("[[targets]]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in target.items()]
-    lines += ["[[sources]]", 'name = "files"', f'paths = ["{root}/data"]']
-    return "\n".join(lines) + "\n"
 
 
 def objects(bucket: CloudBucket) -> dict[str, int]:
@@ -98,7 +79,7 @@ def test_a_provider_killed_mid_backup_lags_then_catches_up_and_any_single_provid
 ) -> None:
     targets = [dict(p.target, retries=1) for p in providers]  # an outage shows after one retry, not five
     cli = CLI(tmp_path)
-    cli.write_config(config(tmp_path, targets, min_targets=3))
+    cli.write_config(cloud_config(tmp_path, targets, min_targets=3))
     assert cli("init").returncode == 0
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLDVAULT_")}
@@ -145,7 +126,7 @@ def test_corruption_at_one_provider_is_repaired_from_another(
     tmp_path: Path, data: Path, s3_bucket: CloudBucket, azure_container: CloudBucket
 ) -> None:
     cli = CLI(tmp_path)
-    cli.write_config(config(tmp_path, [s3_bucket.target, azure_container.target]))
+    cli.write_config(cloud_config(tmp_path, [s3_bucket.target, azure_container.target]))
     assert cli("init").returncode == 0
     assert cli("backup").returncode == 0
     packs = sorted(p for p in objects(s3_bucket) if p.startswith("data/"))

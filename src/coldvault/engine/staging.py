@@ -8,12 +8,11 @@ against their content hash when read, like every other copy; a damaged one is dr
 from __future__ import annotations
 
 import contextlib
-import os
-import secrets
 import threading
 from pathlib import Path
 
 from coldvault.storage.handle import Handle, Kind, object_name
+from coldvault.storage.private_file import write_private_file
 from coldvault.storage.protocol import BytesLike
 
 
@@ -30,21 +29,13 @@ class Staging:
             if self._used + len(data) > self._limit:
                 return False
             self._used += len(data)
-        path = self._root / handle.path
-        tmp = path.parent / f".tmp-{secrets.token_hex(8)}"
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-            return True
+            write_private_file(self._root / handle.path, data)
         except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             with self._lock:
                 self._used -= len(data)
             return False
+        return True
 
     def load(self, handle: Handle) -> bytes | None:
         path = self._root / handle.path
@@ -64,3 +55,10 @@ class Staging:
             path.unlink()
             with self._lock:
                 self._used -= size
+
+    def handles(self) -> list[Handle]:
+        """Everything staged; files that are not objects (temporary files of a crash) are left alone."""
+        if not self._root.is_dir():
+            return []
+        found = (Handle.from_path(p.relative_to(self._root).as_posix()) for p in self._root.rglob("*") if p.is_file())
+        return [h for h in found if h is not None]

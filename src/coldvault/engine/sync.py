@@ -114,6 +114,7 @@ def sync(replicas: Replicas, *, report: Report) -> list[TargetResult]:
         if missing:
             report(f"{store.name}: copying {len(missing)} missing objects")
         copy_missing(replicas, store, missing, found.results[store.name])
+    _drop_delivered(replicas)
     return list(found.results.values())
 
 
@@ -132,6 +133,7 @@ def scrub(replicas: Replicas, *, read_fraction: float, rng: random.Random, repor
         for handle in damaged:
             _repair(replicas, store, handle, result, mode=PutMode.OVERWRITE)
         copy_missing(replicas, store, found.missing_on(store.name), result)
+    _drop_delivered(replicas)
     return list(found.results.values())
 
 
@@ -167,6 +169,15 @@ def _repair(
         result.unrepaired[handle.path] = str(exc)
     else:
         result.repaired.append(handle.path)
+
+
+def _drop_delivered(replicas: Replicas) -> None:
+    """Staged copies no target is waiting for any more."""
+    if replicas.staging is None or replicas.journal is None:
+        return
+    for handle in replicas.staging.handles():
+        if not replicas.journal.pending_anywhere(handle.path):
+            replicas.staging.drop(handle)
 
 
 def _warm_up_sources(replicas: Replicas, store: Store, result: TargetResult) -> None:

@@ -11,13 +11,12 @@ names mean equal bytes.
 from __future__ import annotations
 
 import contextlib
-import os
-import secrets
 from datetime import datetime
 from pathlib import Path
 
 from coldvault.storage.forwarding import ForwardingStore
 from coldvault.storage.handle import Handle, Kind, object_name
+from coldvault.storage.private_file import write_private_file
 from coldvault.storage.protocol import BytesLike, ObjectInfo, PutMode, Store
 
 CACHED_KINDS = frozenset({Kind.INDEX, Kind.SNAPSHOT})
@@ -75,14 +74,5 @@ class CachingStore(ForwardingStore):
 
     def _save(self, handle: Handle, data: BytesLike) -> None:
         """Best effort: a cache that cannot be written (disk full, read-only) only costs speed."""
-        path = self._path(handle)
-        tmp = path.parent / f".tmp-{secrets.token_hex(8)}"
-        try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        with contextlib.suppress(OSError):
+            write_private_file(self._path(handle), data)
