@@ -1,13 +1,16 @@
 """Throttling on the real wire: every command still succeeds, and no retry leaves a second copy behind.
 
-A proxy between the CLI and the emulator (tests/throttle_proxy.py) answers a quarter of the requests
+A proxy between coldvault and the emulator (tests/throttle_proxy.py) answers a share of the requests
 the way each provider does when asked too fast, so the real SDK parses the answer, the adapter maps
-it to ``Transient`` and the retry wrapper tries again.
+it to ``Transient`` and the retry wrapper tries again.  Objects above part_size, and writes that land
+before their answer is lost, have tests of their own below (each with an xfail naming a bug).
 """
 
 from __future__ import annotations
 
+import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +25,24 @@ from coldvault import emulators
 from coldvault.config import Secret
 from coldvault.repo.repository import Repository
 from coldvault.storage.factory import open_store
-from coldvault.storage.handle import Kind
+from coldvault.storage.handle import Handle, Kind, object_name
 
 pytestmark = pytest.mark.emulator
 
 FIXTURES = {"s3": "s3_bucket", "gcs": "gcs_bucket", "azure": "azure_container"}
-FRACTION = 0.25  # of requests answered with a throttling reply instead of being forwarded
+FRACTION = 0.25  # of the requests answered with a throttling reply instead of being forwarded
+# At most this many throttled answers per command (None: no limit), to keep the file fast: a restore
+# reads one chunk per request, one after the other, and would spend most of its time in backoff.
+LIMITS = {"init": 1, "backup": None, "restore": 3}
 
 
-def make_data(root: Path, rng: random.Random, *, big: bool) -> Path:
-    """A few MiB of incompressible data (several 512KiB packs), plus one 6MiB file when ``big``."""
+def make_data(root: Path, rng: random.Random) -> Path:
+    """About 2.3MiB, mostly incompressible: several 512KiB packs."""
     (root / "sub").mkdir(parents=True)
     (root / "notes.txt").write_text("cold storage\n" * 5000)
     (root / "sub" / "random.bin").write_bytes(rng.randbytes(2 << 20))
     for number in range(5):
         (root / "sub" / f"small-{number}.bin").write_bytes(rng.randbytes(40_000 + number))
-    if big:
-        (root / "big.bin").write_bytes(rng.randbytes(6 << 20))
     return root
 
 
@@ -46,34 +50,33 @@ def files_of(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("case", ["s3", "s3-multipart", "gcs", "azure"])
-def test_backup_and_restore_survive_throttling(case: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    provider = case.split("-")[0]
-    multipart = case == "s3-multipart"
+def upstream_of(provider: str, bucket: CloudBucket, request: pytest.FixtureRequest) -> tuple[str, str]:
+    """The emulator to forward to, and the path the target's endpoint needs after the proxy's address."""
+    if provider == "azure":  # a target's endpoint replaces the connection string's BlobEndpoint
+        return request.getfixturevalue("azurite_server").endpoint, f"/{emulators.AZURITE_ACCOUNT}"
+    return bucket.target["endpoint"], ""
+
+
+@pytest.mark.parametrize("provider", ["s3", "gcs", "azure"])
+def test_backup_and_restore_survive_throttling(provider: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     bucket: CloudBucket = request.getfixturevalue(FIXTURES[provider])
-    data = make_data(tmp_path / "data", random.Random(case), big=multipart)
+    data = make_data(tmp_path / "data", random.Random(provider))
+    upstream, path = upstream_of(provider, bucket, request)
 
-    if provider == "azure":  # the target's endpoint replaces the connection string's BlobEndpoint
-        upstream, path = request.getfixturevalue("azurite_server").endpoint, f"/{emulators.AZURITE_ACCOUNT}"
-    else:
-        upstream, path = bucket.target["endpoint"], ""
-    with ThrottleProxy(upstream, provider, fraction=FRACTION, seed=len(case)) as proxy:
-        target: dict[str, Any] = {**bucket.target, "endpoint": proxy.endpoint + path}
-        config = cloud_config(tmp_path, target, data)
-        if multipart:  # one pack above part_size, so it goes up as a multipart upload
-            target["part_size"] = "5MiB"
-            config = cloud_config(tmp_path, target, data).replace('pack_size = "512KiB"', 'pack_size = "8MiB"')
-            assert 'pack_size = "8MiB"' in config
+    with ThrottleProxy(upstream, provider, fraction=FRACTION, seed=3) as proxy:
         cli = CLI(tmp_path)
-        cli.write_config(config)
-
+        cli.write_config(cloud_config(tmp_path, {**bucket.target, "endpoint": proxy.endpoint + path}, data))
+        throttled: dict[str, list[str]] = {}  # by command: method and path of each throttled request
         for command in (["init"], ["backup"], ["restore", "latest", str(tmp_path / "out")]):
-            before = proxy.injected.total()
+            start = len(proxy.log)
+            limit = LIMITS[command[0]]
+            proxy.limit = None if limit is None else proxy.injected.total() + limit
             done = cli(*command)
             assert done.returncode == 0, (command, done.stderr.decode())
-            if command == ["backup"]:
-                assert proxy.injected.total() - before >= 3, proxy.injected
-        requests = list(proxy.log)
+            throttled[command[0]] = [f"{m} {p}" for m, p, hit in proxy.log[start:] if hit]
+    print(f"{provider}: throttled {dict(proxy.injected)} of {len(proxy.log)} requests")
+    assert len(throttled["backup"]) >= 3 and throttled["restore"], throttled
+    assert any(r.startswith(("PUT", "POST")) for r in throttled["backup"]), throttled  # an upload among them
 
     restored = tmp_path / "out" / str(data).lstrip("/")
     assert files_of(restored) == files_of(data)
@@ -81,19 +84,103 @@ def test_backup_and_restore_survive_throttling(case: str, request: pytest.Fixtur
     # Every pack on the bucket is one the index knows: a retried upload went up under the same name.
     store = open_store(bucket.model())
     repo = Repository.open(store, passphrase=Secret(PASSPHRASE.encode()))
-    listed = {info.handle.name: info.size for kind in (Kind.DATA, Kind.TREE) for info in store.list(kind)}
-    assert set(listed) == {pack.name for pack in repo.index.packs()}
+    listed = {info.handle.name for kind in (Kind.DATA, Kind.TREE) for info in store.list(kind)}
+    assert listed == {pack.name for pack in repo.index.packs()}
+    assert len(listed) >= 4  # several packs, so throttling struck the backup mid-stream
     assert len(repo.snapshots()) == 1
-    assert len(listed) >= 3  # several packs, so throttling hit a backup in mid-stream
-
-    if provider == "s3":  # versioned bucket: a second write of one name would show as a second version
-        versions = _raw_s3(bucket).list_object_versions(Bucket=bucket.target["bucket"])["Versions"]
-        keys = [v["Key"] for v in versions]
+    if provider == "s3":  # a versioned bucket: a second write of one name would show as a second version
+        keys = [v["Key"] for v in _raw_s3(bucket).list_object_versions(Bucket=bucket.target["bucket"])["Versions"]]
         assert len(keys) == len(set(keys))
-    if multipart:
-        assert max(listed.values()) > 5 << 20
-        uploads = [(m, p, throttled) for m, p, throttled in requests if m == "POST" and p.endswith("?uploads")]
-        assert any(not throttled for *_, throttled in uploads)
+
+
+# ---- objects above part_size: S3 multipart, GCS resumable, Azure staged blocks -----------------------
+# Not part of the backups above: a put in parts is retried whole (the xfail below), so at 25% a pack of
+# two parts fails the backup about one time in five.
+
+# What a request carrying one part of an object looks like on each provider's wire.
+PART_REQUESTS: dict[str, Callable[[str, str], bool]] = {
+    "s3": lambda method, path: method == "PUT" and "uploadId=" in path,  # UploadPart
+    "gcs": lambda method, path: method == "PUT" and "upload_id=" in path,  # a chunk of a resumable upload
+    "azure": lambda method, path: method == "PUT" and "comp=block&" in path,  # Put Block
+}
+
+
+_PART_UPLOADS: dict[str, tuple[bytes, CloudBucket, list[tuple[str, str, bool]]]] = {}
+
+
+def put_with_second_part_throttled(
+    provider: str, request: pytest.FixtureRequest
+) -> tuple[bytes, CloudBucket, list[tuple[str, str, bool]]]:
+    """A 6MiB object stored in two parts through the proxy, the second part throttled once: the data,
+    the bucket and the proxy's log.  Done once per provider for the two tests below, as it is slow-ish."""
+    if provider in _PART_UPLOADS:
+        return _PART_UPLOADS[provider]
+    bucket: CloudBucket = request.getfixturevalue(FIXTURES[provider])
+    upstream, path = upstream_of(provider, bucket, request)
+    parts: list[str] = []
+
+    def second_part(method: str, path: str) -> bool:
+        if PART_REQUESTS[provider](method, path):
+            parts.append(path)
+        return len(parts) == 2
+
+    data = os.urandom(6 << 20)
+    with ThrottleProxy(upstream, provider, fraction=1.0, match=second_part, limit=1) as proxy:
+        store = open_store(bucket.model(endpoint=proxy.endpoint + path, part_size="5MiB", lock=False))
+        store.put(Handle(Kind.DATA, object_name(data)), data)
+    assert proxy.injected.total() == 1
+    _PART_UPLOADS[provider] = data, bucket, proxy.log
+    return _PART_UPLOADS[provider]
+
+
+@pytest.mark.parametrize("provider", ["s3", "gcs", "azure"])
+def test_an_upload_in_parts_survives_a_throttled_part(provider: str, request: pytest.FixtureRequest) -> None:
+    data, bucket, _ = put_with_second_part_throttled(provider, request)
+    store = open_store(bucket.model())
+    handle = Handle(Kind.DATA, object_name(data))
+    assert [info.handle for info in store.list(Kind.DATA)] == [handle]
+    assert store.get(handle) == data
+    if provider == "s3":  # the failed attempt's upload was aborted, not left to the lifecycle rule
+        assert "Uploads" not in _raw_s3(bucket).list_multipart_uploads(Bucket=bucket.target["bucket"])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="a throttled part restarts the whole upload: the adapters' _put_in_parts / _put_in_blocks and the GCS"
+    " resumable upload raise Transient for one part, and RetryingStore.put retries the whole object, re-sending"
+    " every part already stored (OPERATIONS.md promises retries per request)",
+)
+@pytest.mark.parametrize("provider", ["s3", "gcs", "azure"])
+def test_a_throttled_part_is_retried_alone(provider: str, request: pytest.FixtureRequest) -> None:
+    _, _, log = put_with_second_part_throttled(provider, request)
+    forwarded = [path for method, path, throttled in log if PART_REQUESTS[provider](method, path) and not throttled]
+    assert len(forwarded) == 2  # the first part went up once, the second once after its throttled try
+
+
+# ---- a write that landed, its answer lost: the retry finds the object already there --------------------
+
+
+@pytest.mark.parametrize("command, key", [("init", "/config"), ("backup", "/snapshots/")])
+def test_a_write_whose_answer_was_lost_is_not_a_failure(
+    command: str, key: str, s3_bucket: CloudBucket, tmp_path: Path
+) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "small.txt").write_text("cold storage\n")
+
+    def the_object(method: str, path: str) -> bool:
+        return method == "PUT" and key in path
+
+    upstream = s3_bucket.target["endpoint"]
+    with ThrottleProxy(upstream, "s3", fraction=1.0, match=the_object, limit=1, landed=True) as proxy:
+        cli = CLI(tmp_path)
+        cli.write_config(cloud_config(tmp_path, {**s3_bucket.target, "endpoint": proxy.endpoint}))
+        for step in ["init"] if command == "init" else ["init", "backup"]:
+            done = cli(step)
+            assert done.returncode == 0, (step, done.stderr.decode())
+    assert proxy.injected.total() == 1
+    repo = Repository.open(open_store(s3_bucket.model()), passphrase=Secret(PASSPHRASE.encode()))
+    assert len(repo.snapshots()) == (1 if command == "backup" else 0)
 
 
 def _raw_s3(bucket: CloudBucket) -> Any:

@@ -58,7 +58,8 @@ class ThrottleProxy:
     """Forwards to ``upstream``; after the first ``spare`` requests, throttles each with probability ``fraction``.
 
     ``match(method, path)``, when given, limits throttling to the requests it accepts, and ``limit``
-    to that many answers in all; ``fraction`` can be changed between commands.
+    to that many answers in all.  With ``landed``, a throttled PUT or POST is forwarded first: the write
+    happens and only its answer is lost, as a client sees a 5xx or a reset after the provider committed.
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class ThrottleProxy:
         retry_after: int = 0,
         match: Callable[[str, str], bool] | None = None,
         limit: int | None = None,
+        landed: bool = False,
     ) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or parts.hostname is None:
@@ -82,6 +84,7 @@ class ThrottleProxy:
         self.spare = spare
         self.match = match
         self.limit = limit
+        self.landed = landed
         self.reply = throttle_reply(provider)
         self.reply[1]["Retry-After"] = str(retry_after)
         self.injected: Counter[str] = Counter()
@@ -138,6 +141,8 @@ def _handler(proxy: ThrottleProxy) -> type[BaseHTTPRequestHandler]:
         def do_request(self) -> None:
             body = self._read_body()
             if proxy.decide(self.command, self.path):
+                if proxy.landed and self.command in ("PUT", "POST"):
+                    self._forward(body)
                 self._answer(*proxy.reply)
                 return
             status, headers, answer = self._forward(body)

@@ -112,7 +112,10 @@ class Replicas:
         def put_one(store: Store) -> ObjectInfo:
             return store.put(handle, data)
 
-        self._write(ready, handle, data, put_one)
+        try:
+            self._write(ready, handle, data, put_one)
+        except AlreadyExists:
+            pass  # a retry after the first attempt landed: the name is the hash of these very bytes
         return [s.name for s in ready if s.name not in self.down]
 
     def _write(

@@ -94,7 +94,16 @@ class Repository:
         repo = cls(store, fmt, master, subkeys, None, clock)
         repo._slot = repo.add_key(passphrase, default_key_label())
         # The config goes last: its presence is what makes the target an initialised repository.
-        store.put(_CONFIG, repo._encode_config())
+        config = repo._encode_config()
+        try:
+            store.put(_CONFIG, config)
+        except AlreadyExists:
+            # A retry after our first attempt landed finds our own bytes (a random id and nonce make
+            # them unique); anything else is another repository that appeared meanwhile.
+            if store.get(_CONFIG) != config:
+                raise RepositoryError(
+                    f"target {store.name!r} already holds a coldvault repository; nothing was changed"
+                ) from None
         return repo
 
     @classmethod
