@@ -168,15 +168,17 @@ class Replicas:
         for batch in ([h for h in missing if h.kind is not Kind.CONFIG], [h for h in missing if h.kind is Kind.CONFIG]):
             failures = [e for e in self._pool.map(lambda h: self._try_copy(h, store), batch) if e is not None]
             if failures:
-                if not all(isinstance(e, NotFound | Archived | IntegrityError) for e in failures):
-                    self.mark_down(store, failures[0])
+                # The object's own trouble (nowhere, offline, damaged) says nothing about this target.
+                broken = [e for e in failures if not isinstance(e, NotFound | Archived | IntegrityError)]
+                if broken:
+                    self.mark_down(store, broken[0])
                 return False
         return True
 
-    def _try_copy(self, handle: Handle, to: Store) -> TargetError | None:
+    def _try_copy(self, handle: Handle, to: Store) -> TargetError | IntegrityError | None:
         try:
             self.copy(handle, to)
-        except TargetError as exc:
+        except (TargetError, IntegrityError) as exc:
             if self.journal is not None:
                 self.journal.record_pending(to.name, handle.path, 0)
             return exc
