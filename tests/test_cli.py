@@ -119,7 +119,10 @@ def test_restore_subtree_only(initialised: CLI, tmp_path: Path) -> None:
 
 def test_second_backup_reuses_unchanged_files(initialised: CLI) -> None:
     second = json.loads(initialised("backup", "--source", "files", "--json").stdout)[0]
-    assert second["summary"]["reused_files"] == 2 and second["summary"]["new_bytes"] == 0
+    assert second["summary"]["reused_files"] == 2
+    # No file data is new.  The listing may be: it records the folders above the source (/tmp, …),
+    # whose mtimes change whenever another process creates a file there.
+    assert second["summary"]["new_chunks"] <= 1 and second["summary"]["new_bytes"] < 4096
     assert second["parent"] is not None
 
 

@@ -151,7 +151,8 @@ def cmd_ls(args: argparse.Namespace, session: Session) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, session: Session) -> int:
-    repo = session.open_repo(only=args.target)
+    replicas = session.connect(only=args.target)
+    repo = session.unlock(replicas, cached=args.target is None)
     snapshot = find_snapshot(repo.snapshots(), args.snapshot, source=args.source)
     _ = repo.index  # load it now, so skipped index objects are reported before the restore starts
     _warn_skipped(repo)
@@ -163,11 +164,18 @@ def cmd_restore(args: argparse.Namespace, session: Session) -> int:
     warm_up(repo, needed, report=_status(args.quiet), poll_interval=args.poll_interval)
     if args.stdout:
         restore_to_stream(repo, snapshot, sys.stdout.buffer, workers=session.workers)
+        _warn_down(replicas)
         return EXIT_OK
     progress = make_progress(quiet=args.quiet)
     result = restore(repo, snapshot, Path(args.dest), path=args.path, workers=session.workers, progress=progress)
     print(f"restored snapshot {snapshot.id[:8]}: {result.files} files, {format_size(result.bytes)} into {args.dest}")
+    _warn_down(replicas)
     return EXIT_PARTIAL if result.warnings else EXIT_OK
+
+
+def _warn_down(replicas: Replicas) -> None:
+    for reason in replicas.down.values():
+        print(f"warning: a target was unreachable and the others served its part: {reason}", file=sys.stderr)
 
 
 def _status(quiet: bool) -> Callable[[str], None]:
@@ -179,7 +187,8 @@ def cmd_check(args: argparse.Namespace, session: Session) -> int:
     fraction = 1.0 if args.read_data else (args.read_data_subset or 0.0) / 100
     if not 0 <= fraction <= 1:
         raise UsageError("--read-data-subset takes a percentage from 0 to 100")
-    repo = session.open_repo(cached=False, only=args.target)  # verify what the targets hold, not local copies
+    replicas = session.connect(only=args.target)
+    repo = session.unlock(replicas, cached=False)  # verify what the targets hold, not local copies
     result = check(
         repo,
         read_fraction=fraction,
@@ -211,6 +220,11 @@ def cmd_check(args: argparse.Namespace, session: Session) -> int:
         )
     if not result.ok:
         raise IntegrityError(f"check found {len(result.errors)} damaged or missing objects; see the errors above")
+    if replicas.down:
+        raise TargetError(
+            f"check could not read {', '.join(replicas.down)} and verified the other targets only:"
+            f" {'; '.join(replicas.down.values())}"
+        )
     return EXIT_OK
 
 

@@ -90,9 +90,9 @@ class Session:
             return Repository.open(store, recovery_key=self.recovery_key())
         return Repository.open(store, passphrase=self.passphrase())
 
-    def open_repo(self, *, cached: bool = True, only: str | None = None) -> Repository:
-        """For reading: unlock the repository on every target, or on ``only`` that one."""
-        return self.unlock(self.connect(only=only), cached=cached and only is None)
+    def open_repo(self, *, only: str | None = None) -> Repository:
+        """For reading: unlock the repository on every target, or on ``only`` that one alone (no cache)."""
+        return self.unlock(self.connect(only=only), cached=only is None)
 
     def passphrase(self, *, confirm: bool = False) -> Secret:
         """From repository.passphrase_file, else $COLDVAULT_PASSPHRASE, else a prompt on a terminal."""
