@@ -42,6 +42,7 @@ from coldvault.errors import (
 from coldvault.storage.gcs import GcsStore, connect
 from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.protocol import PutMode
+from coldvault.storage.retry import RetriesExhausted, RetryPolicy
 
 PART = 256 << 10  # the smallest chunk GCS takes, so a few hundred KiB already upload resumably
 
@@ -264,6 +265,61 @@ def test_bytes_damaged_on_the_way_up_are_an_integrity_error(store: GcsStore, wir
     wire.damage_uploads = True
     with pytest.raises(IntegrityError, match="arrived damaged"):
         store.put(Handle(Kind.DATA, name(8)), os.urandom(size))
+
+
+@pytest.mark.emulator
+def test_each_request_of_a_resumable_upload_is_retried_alone(gcs_server: Emulator, bucket: storage.Bucket) -> None:
+    """The start and each chunk go again on their own after a busy answer or a dropped connection."""
+    wire = Wire()
+    slept: list[float] = []
+    policy = RetryPolicy(3, sleep=slept.append)
+    store = GcsStore(client(gcs_server.endpoint, wire), bucket.name, name="cold", part_size=PART, retry=policy)
+    data = os.urandom(PART * 2 + 1000)
+    failures = {"start": 503, f"bytes {PART}-": 429, f"bytes {2 * PART}-": 0}  # once each; 0: the connection is cut
+
+    def answer(sent: Sent) -> requests.Response | None:
+        request = "start" if sent.method == "POST" else sent.headers.get("content-range", "").split("-")[0] + "-"
+        failure = failures.pop(request, None)
+        if failure == 0:
+            raise requests.exceptions.ConnectionError("connection reset by peer")
+        return None if failure is None else canned(sent, failure, {"Retry-After": "2"})
+
+    wire.answer = answer
+    handle = Handle(Kind.DATA, name(9))
+    assert store.put(handle, data).size == len(data)
+    assert failures == {} and len(slept) == 3 and sum(s >= 2 for s in slept) == 2  # Retry-After honoured
+    assert [s.method for s in wire.sent if "/upload/" in s.url] == ["POST", "POST", "PUT", "PUT", "PUT", "PUT", "PUT"]
+    chunks = [s.body for s in wire.sent if s.method == "PUT"]
+    assert chunks == [data[:PART], data[PART : 2 * PART], data[PART : 2 * PART], data[2 * PART :], data[2 * PART :]]
+    assert store.get(handle) == data
+
+
+@pytest.mark.emulator
+def test_a_chunk_busy_every_time_is_given_up_after_its_retries(
+    gcs_server: Emulator, bucket: storage.Bucket, wire: Wire
+) -> None:
+    policy = RetryPolicy(2, sleep=lambda _: None)
+    store = GcsStore(client(gcs_server.endpoint, wire), bucket.name, name="cold", part_size=PART, retry=policy)
+    wire.answer = lambda sent: canned(sent, 503) if sent.method == "PUT" and len(sent.body) else None
+    with pytest.raises(RetriesExhausted, match="HTTP 503"):
+        store.put(Handle(Kind.DATA, name(10)), os.urandom(PART * 2))
+    assert [s.method for s in wire.sent if "/upload/" in s.url] == ["POST", "PUT", "PUT", "PUT"]
+
+
+@pytest.mark.emulator
+def test_damage_under_the_retry_policy_is_an_integrity_error_and_not_kept(
+    gcs_server: Emulator, bucket: storage.Bucket, wire: Wire
+) -> None:
+    """Not retried, and the SDK's own handling of a crc32c mismatch (it deletes what arrived) still runs."""
+    policy = RetryPolicy(2, sleep=lambda _: pytest.fail("slept"))
+    store = GcsStore(client(gcs_server.endpoint, wire), bucket.name, name="cold", part_size=PART, retry=policy)
+    wire.damage_uploads = True
+    handle = Handle(Kind.DATA, name(11))
+    with pytest.raises(IntegrityError, match="arrived damaged"):
+        store.put(handle, os.urandom(PART * 2 + 1000))
+    assert "DELETE" in [s.method for s in wire.sent]
+    with pytest.raises(NotFound):
+        store.head(handle)
 
 
 @pytest.mark.emulator

@@ -3,7 +3,7 @@
 A proxy between coldvault and the emulator (tests/throttle_proxy.py) answers a share of the requests
 the way each provider does when asked too fast, so the real SDK parses the answer, the adapter maps
 it to ``Transient`` and the retry wrapper tries again.  Objects above part_size, and writes that land
-before their answer is lost, have tests of their own below (each with an xfail naming a bug).
+before their answer is lost, have tests of their own below.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from throttle_proxy import ThrottleProxy
 
 from coldvault import emulators
 from coldvault.config import Secret
+from coldvault.errors import Transient
 from coldvault.repo.repository import Repository
 from coldvault.storage.factory import open_store
 from coldvault.storage.handle import Handle, Kind, object_name
@@ -94,8 +95,8 @@ def test_backup_and_restore_survive_throttling(provider: str, request: pytest.Fi
 
 
 # ---- objects above part_size: S3 multipart, GCS resumable, Azure staged blocks -----------------------
-# Not part of the backups above: a put in parts is retried whole (the xfail below), so at 25% a pack of
-# two parts fails the backup about one time in five.
+# The adapter retries each part's request alone, with the target's retry policy (RetryPolicy, shared
+# with the retry wrapper); the whole object is not sent again.
 
 # What a request carrying one part of an object looks like on each provider's wire.
 PART_REQUESTS: dict[str, Callable[[str, str], bool]] = {
@@ -140,22 +141,42 @@ def test_an_upload_in_parts_survives_a_throttled_part(provider: str, request: py
     handle = Handle(Kind.DATA, object_name(data))
     assert [info.handle for info in store.list(Kind.DATA)] == [handle]
     assert store.get(handle) == data
-    if provider == "s3":  # the failed attempt's upload was aborted, not left to the lifecycle rule
+    if provider == "s3":  # no upload left behind for the lifecycle rule
         assert "Uploads" not in _raw_s3(bucket).list_multipart_uploads(Bucket=bucket.target["bucket"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a throttled part restarts the whole upload: the adapters' _put_in_parts / _put_in_blocks and the GCS"
-    " resumable upload raise Transient for one part, and RetryingStore.put retries the whole object, re-sending"
-    " every part already stored (OPERATIONS.md promises retries per request)",
-)
 @pytest.mark.parametrize("provider", ["s3", "gcs", "azure"])
 def test_a_throttled_part_is_retried_alone(provider: str, request: pytest.FixtureRequest) -> None:
     _, _, log = put_with_second_part_throttled(provider, request)
     forwarded = [path for method, path, throttled in log if PART_REQUESTS[provider](method, path) and not throttled]
     assert len(forwarded) == 2  # the first part went up once, the second once after its throttled try
+
+
+@pytest.mark.parametrize("provider", ["s3", "gcs", "azure"])
+def test_a_part_throttled_every_time_fails_the_put_after_its_own_retries(
+    provider: str, request: pytest.FixtureRequest
+) -> None:
+    """Given up after ``retries``, the part is not tried again with the whole object: no retries of retries."""
+    bucket: CloudBucket = request.getfixturevalue(FIXTURES[provider])
+    upstream, path = upstream_of(provider, bucket, request)
+    parts: list[str] = []
+
+    def after_the_first_part(method: str, path: str) -> bool:
+        if not PART_REQUESTS[provider](method, path):
+            return False
+        parts.append(path)
+        return len(parts) >= 2
+
+    data = os.urandom(6 << 20)
+    handle = Handle(Kind.DATA, object_name(data))
+    with ThrottleProxy(upstream, provider, fraction=1.0, match=after_the_first_part) as proxy:
+        target = bucket.model(endpoint=proxy.endpoint + path, part_size="5MiB", lock=False, retries=2)
+        with pytest.raises(Transient):
+            open_store(target).put(handle, data)
+    assert len(parts) == 1 + 3  # the first part once; the second sent, then retried twice
+    assert [info.handle for info in open_store(bucket.model()).list(Kind.DATA)] == []
+    if provider == "s3":  # the given-up upload was aborted
+        assert "Uploads" not in _raw_s3(bucket).list_multipart_uploads(Bucket=bucket.target["bucket"])
 
 
 # ---- a write that landed, its answer lost: the retry finds the object already there --------------------

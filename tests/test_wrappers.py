@@ -7,7 +7,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -19,8 +19,8 @@ from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.limit import LimitedStore
 from coldvault.storage.memory import MemoryStore
 from coldvault.storage.policy import PolicyStore
-from coldvault.storage.protocol import ObjectInfo
-from coldvault.storage.retry import RetryingStore
+from coldvault.storage.protocol import BytesLike, ObjectInfo, PutMode
+from coldvault.storage.retry import SEND_ONCE, RetriesExhausted, RetryingStore, RetryPolicy
 
 
 def handle(i: int | str, kind: Kind = Kind.DATA) -> Handle:
@@ -93,6 +93,143 @@ def test_a_cut_listing_resumes_without_repeating_or_skipping() -> None:
         memory.put(Handle(Kind.DATA, name), b"x")
     store = RetryingStore(CutListing(memory, cut_every=20, cuts=2), sleep=lambda _: None)
     assert [i.handle.name for i in store.list(Kind.DATA)] == names
+
+
+def test_the_policy_retries_a_call_with_its_arguments_and_backs_off() -> None:
+    failures = [Transient("busy", retry_after=3.0), Transient("busy")]
+    calls: list[tuple[int, str]] = []
+
+    def action(number: int, *, word: str) -> str:
+        calls.append((number, word))
+        if failures:
+            raise failures.pop(0)
+        return f"{word} {number}"
+
+    slept: list[float] = []
+    policy = RetryPolicy(5, base_delay=1, max_delay=4, rng=random.Random(3), sleep=slept.append)
+    assert policy.call(action, 7, word="part") == "part 7"
+    assert calls == [(7, "part")] * 3
+    assert len(slept) == 2 and slept[0] >= 3.0 and 0 <= slept[1] <= 2  # Retry-After first, then jitter up to 2 s
+
+
+def test_the_policy_gives_up_with_retries_exhausted() -> None:
+    calls = 0
+    first = Transient("SlowDown: reduce your request rate", retry_after=2.0)
+
+    def action() -> None:
+        nonlocal calls
+        calls += 1
+        raise first
+
+    policy = RetryPolicy(2, sleep=lambda _: None)
+    with pytest.raises(RetriesExhausted) as raised:
+        policy.call(action)
+    assert calls == 3
+    error = raised.value
+    assert isinstance(error, Transient) and error.exit_code == first.exit_code  # still transient, same exit code
+    assert str(error) == str(first) and error.retry_after == 2.0 and error.__cause__ is first
+
+
+@pytest.mark.parametrize("policy", [SEND_ONCE, RetryPolicy(0)], ids=["send-once", "no-retries"])
+def test_without_retries_a_failure_comes_out_as_it_came(policy: RetryPolicy) -> None:
+    """Nothing was retried, so a retry around a larger operation still applies."""
+    error = Transient("busy")
+
+    def action() -> None:
+        raise error
+
+    with pytest.raises(Transient) as raised:
+        policy.call(action)
+    assert raised.value is error and not isinstance(raised.value, RetriesExhausted)
+
+
+def test_refusals_are_not_retried_by_the_policy() -> None:
+    calls = 0
+
+    def action() -> None:
+        nonlocal calls
+        calls += 1
+        raise Locked("locked")
+
+    with pytest.raises(Locked):
+        RetryPolicy(5, sleep=lambda _: pytest.fail("slept")).call(action)
+    assert calls == 1
+
+
+class InParts(ForwardingStore):
+    """An adapter that uploads in parts of 4 bytes, each request retried with ``policy`` as the cloud adapters do.
+
+    ``failing`` maps a part number (or "start", "finish") to how many times its request fails with Transient.
+    """
+
+    def __init__(self, inner: MemoryStore, policy: RetryPolicy, failing: dict[int | str, int]) -> None:
+        super().__init__(inner)
+        self.policy, self.failing = policy, failing
+        self.sent: list[int | str] = []  # every request, in order
+        self.puts = 0
+
+    def put(
+        self,
+        h: Handle,
+        data: BytesLike,
+        *,
+        mode: PutMode = PutMode.CREATE,
+        retain_until: datetime | None = None,
+        storage_class: str | None = None,
+    ) -> ObjectInfo:
+        self.puts += 1
+        self._request("start")
+        for number in range(0, len(data), 4):
+            self.policy.call(self._request, number // 4)
+        self._request("finish")
+        return super().put(h, data, mode=mode, retain_until=retain_until, storage_class=storage_class)
+
+    def _request(self, what: int | str) -> None:
+        self.sent.append(what)
+        if self.failing.get(what, 0) > 0:
+            self.failing[what] -= 1
+            raise Transient(f"{what}: SlowDown")
+
+
+def test_a_failed_part_is_retried_alone() -> None:
+    slept: list[float] = []
+    policy = RetryPolicy(3, sleep=slept.append)
+    adapter = InParts(MemoryStore(), policy, {1: 2})
+    RetryingStore(adapter, policy).put(handle(1), b"x" * 12)
+    assert adapter.sent == ["start", 0, 1, 1, 1, 2, "finish"] and adapter.puts == 1
+    assert len(slept) == 2
+    assert adapter.get(handle(1)) == b"x" * 12
+
+
+def test_a_part_out_of_retries_is_not_retried_again_with_the_whole_object() -> None:
+    policy = RetryPolicy(2, sleep=lambda _: None)
+    memory = MemoryStore()
+    adapter = InParts(memory, policy, {1: 100})
+    with pytest.raises(RetriesExhausted, match="1: SlowDown"):
+        RetryingStore(adapter, policy).put(handle(1), b"x" * 12)
+    assert adapter.sent == ["start", 0, 1, 1, 1] and adapter.puts == 1
+    with pytest.raises(NotFound):
+        memory.head(handle(1))
+
+
+@pytest.mark.parametrize("step", ["start", "finish"])
+def test_a_failure_to_start_or_finish_an_upload_in_parts_retries_the_whole(step: str) -> None:
+    policy = RetryPolicy(2, sleep=lambda _: None)
+    adapter = InParts(MemoryStore(), policy, {step: 1})
+    RetryingStore(adapter, policy).put(handle(1), b"x" * 8)
+    assert adapter.puts == 2
+    assert adapter.get(handle(1)) == b"x" * 8
+
+
+def test_the_retry_wrapper_uses_the_policy_it_is_given() -> None:
+    memory = MemoryStore()
+    memory.put(handle(1), b"x")
+    flaky = Flaky(memory, 2, Transient("busy"))
+    slept: list[float] = []
+    store = RetryingStore(flaky, RetryPolicy(1, sleep=slept.append))
+    with pytest.raises(RetriesExhausted):
+        store.head(handle(1))
+    assert flaky.calls == 2 and len(slept) == 1
 
 
 def test_the_limit_bounds_requests_in_flight() -> None:

@@ -53,8 +53,11 @@ class Session:
 
     @property
     def uploads_in_flight(self) -> int:
-        """Uploads to a directory are bounded by the disk; to a cloud, by round trips, so several overlap."""
-        return max((t.max_in_flight for t in self.config.targets if t.type != "local"), default=1)
+        """Uploads to a directory are bounded by the disk; to a cloud, by round trips, so several overlap.
+        With several targets a pack is done when the slowest has it: a second one in flight keeps the
+        workers busy meanwhile."""
+        clouds = max((t.max_in_flight for t in self.config.targets if t.type != "local"), default=1)
+        return max(clouds, 2 if len(self.config.targets) > 1 else 1)
 
     def target_stores(self, *, only: str | None = None) -> list[Store]:
         """One store per target, in config order; ``only`` names the one target to use."""

@@ -1,6 +1,7 @@
 """Azure Blob Storage behind the Store protocol, through azure-storage-blob.
 
-Translation only: retries, concurrency limits, lock and tier policy are wrappers.
+Translation only: retries, concurrency limits, lock and tier policy are wrappers, except that
+the blocks of a staged upload are each retried here, with the retry wrapper's policy.
 Specifics worth knowing:
 - Create-only is ``If-None-Match: *`` on Put Blob and on Put Block List.
 - Retention is a version-level immutability policy written with the blob, never afterwards;
@@ -9,7 +10,9 @@ Specifics worth knowing:
   previous version; a lifecycle rule removes previous versions (docs/OPERATIONS.md).
 - Warm-up moves an archived blob to Hot, where it stays: unlike S3 there is no temporary copy.
 - Credentials are a connection string (it holds the account key): it never reaches a message or a repr.
-- SDK retries are off: the retry wrapper owns retrying, with one policy for every cloud.
+- SDK retries are off: the retry wrapper owns retrying, with one policy for every cloud; given
+  that policy (``retry``), Put Block is retried alone, so a throttled block does not send every
+  block already staged again.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from coldvault.errors import (
 from coldvault.storage.cloud import PROVIDER_LOCK_MODES, ObjectKeys, lock_mode_of, parts, seconds, utc
 from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.protocol import BytesLike, Capabilities, ObjectInfo, PutMode
+from coldvault.storage.retry import SEND_ONCE, RetryPolicy
 
 CONNECTION_STRING_VARIABLE = "AZURE_STORAGE_CONNECTION_STRING"
 ARCHIVE = "Archive"
@@ -90,8 +94,12 @@ class AzureStore:
         lock_mode: str = "compliance",
         part_size: int = 16 << 20,
         rehydrate_priority: str = "Standard",
+        retry: RetryPolicy = SEND_ONCE,
     ) -> None:
-        """``container`` should send objects up to ``part_size`` in one request (``max_single_put_size``)."""
+        """``container`` should send objects up to ``part_size`` in one request (``max_single_put_size``).
+
+        ``retry`` is for each block of a staged upload; every other request is sent once.
+        """
         self._container = container
         self._name = name
         self._keys = ObjectKeys(prefix)
@@ -99,6 +107,7 @@ class AzureStore:
         self._policy_mode = PROVIDER_LOCK_MODES[lock_mode]
         self._part_size = part_size
         self._rehydrate_priority = rehydrate_priority
+        self._retry = retry
 
     def __repr__(self) -> str:
         return f"AzureStore({self._name!r}, container={self._container.container_name!r})"
@@ -233,15 +242,22 @@ class AzureStore:
         uploads of one name never commit each other's blocks.
         """
         upload = uuid.uuid4().hex
+        creating = mode is PutMode.CREATE
         blocks = []
         for number, part in enumerate(parts(data, self._part_size)):
             block_id = f"{upload}-{number:05d}"  # all ids of a blob must have one length
+            self._retry.call(self._stage_block, blob, block_id, part, handle, creating)
+            blocks.append(BlobBlock(block_id))
+        condition = {"if_none_match": "*"} if creating else {}
+        blob.commit_block_list(blocks, **options, **condition)
+
+    def _stage_block(self, blob: BlobClient, block_id: str, part: memoryview, handle: Handle, creating: bool) -> None:
+        """One Put Block, its errors translated so that the retry policy sees what is Transient; staged
+        again under its id, a block replaces the one staged before."""
+        with self._errors(f"store {handle}", handle, creating=creating):
             # A copy of one part at a time: the SDK computes the request's MD5 over bytes, not over a view.
             answer = blob.stage_block(block_id, bytes(part), length=len(part), validate_content=True)
-            self._confirm(answer.get("content_md5"), _md5(part), handle)
-            blocks.append(BlobBlock(block_id))
-        condition = {"if_none_match": "*"} if mode is PutMode.CREATE else {}
-        blob.commit_block_list(blocks, **options, **condition)
+        self._confirm(answer.get("content_md5"), _md5(part), handle)
 
     def _confirm(self, theirs: bytes | bytearray | None, ours: bytes, handle: Handle) -> None:
         if theirs is not None and bytes(theirs) != ours:
@@ -295,7 +311,8 @@ class AzureStore:
         return TargetError(f"{where}: {code}: {_one_line(exc.message)}")
 
 
-def connect(target: AzureTarget) -> AzureStore:
+def connect(target: AzureTarget, *, retry: RetryPolicy = SEND_ONCE) -> AzureStore:
+    """The adapter for a target; ``retry`` is the policy each block of a staged upload is retried with."""
     connection, source = _connection_string(target)
     service = _service_client(connection, source, target)
     return AzureStore(
@@ -305,6 +322,7 @@ def connect(target: AzureTarget) -> AzureStore:
         lock_mode=target.lock_mode,
         part_size=target.part_size,
         rehydrate_priority=target.rehydrate_priority,
+        retry=retry,
     )
 
 

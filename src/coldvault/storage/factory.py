@@ -10,19 +10,24 @@ from coldvault.storage.limit import LimitedStore
 from coldvault.storage.local import LocalStore
 from coldvault.storage.policy import PolicyStore
 from coldvault.storage.protocol import Store
-from coldvault.storage.retry import RetryingStore
+from coldvault.storage.retry import RetryingStore, RetryPolicy
 
 # Imported on first use: each SDK costs a few hundred milliseconds to import.
 _ADAPTERS = {"s3": "coldvault.storage.s3", "gcs": "coldvault.storage.gcs", "azure": "coldvault.storage.azure"}
 
 
 def open_store(target: Target) -> Store:
-    """A target's stack: adapter → retry → concurrency limit → lock and tier policy."""
+    """A target's stack: adapter → retry → concurrency limit → lock and tier policy.
+
+    The adapter and the retry wrapper share one retry policy: the adapter retries each request of an
+    upload in parts with it (a part, a block, a chunk), the wrapper every other request.
+    """
     if target.type == "local":
         return LocalStore(target.path, name=target.name)
-    adapter = importlib.import_module(_ADAPTERS[target.type]).connect(target)
+    policy = RetryPolicy(target.retries)
+    adapter = importlib.import_module(_ADAPTERS[target.type]).connect(target, retry=policy)
     return PolicyStore(
-        LimitedStore(RetryingStore(adapter, retries=target.retries), target.max_in_flight),
+        LimitedStore(RetryingStore(adapter, policy), target.max_in_flight),
         lock_days=target.lock.days if target.lock else None,
         pack_storage_class=target.storage_class,
     )

@@ -1,6 +1,7 @@
 """Google Cloud Storage behind the Store protocol, through google-cloud-storage.
 
-Translation only: retries, concurrency limits, lock and tier policy are wrappers.
+Translation only: retries, concurrency limits, lock and tier policy are wrappers, except that
+the requests of a resumable upload are each retried here, with the retry wrapper's policy.
 Specifics worth knowing:
 - Create-only is ``ifGenerationMatch=0``: the write succeeds only if no live object has the name.
 - Retention is object retention written with the object (``Locked`` is compliance, ``Unlocked``
@@ -8,18 +9,22 @@ Specifics worth knowing:
 - NEARLINE, COLDLINE and ARCHIVE read at once (with retrieval fees), so nothing ever needs warming up.
 - Every upload carries a crc32c, and the crc32c GCS reports for the stored object must match ours.
 - SDK retries are off (``retry=None`` on every call): the retry wrapper owns retrying, with one
-  policy for every cloud.
+  policy for every cloud.  A resumable upload is the exception: given that policy (``retry``), the
+  SDK's per-request retry hook sends its start and each chunk again alone, so a throttled chunk
+  does not send every chunk already stored again.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from functools import cached_property
+from typing import TypeVar
 
 import google.api_core.exceptions as google_errors
 import google.auth.exceptions
@@ -27,13 +32,14 @@ import google_crc32c
 import requests
 from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import storage
-from google.cloud.storage.exceptions import DataCorruption
+from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 from google.oauth2 import service_account
 
 from coldvault.config import GcsTarget, read_secret_file
 from coldvault.config.model import GCS_STORAGE_CLASSES
 from coldvault.errors import (
     AlreadyExists,
+    ColdvaultError,
     ConfigError,
     IntegrityError,
     Locked,
@@ -45,6 +51,9 @@ from coldvault.errors import (
 from coldvault.storage.cloud import PROVIDER_LOCK_MODES, ObjectKeys, lock_mode_of, one_line, parts, seconds, utc
 from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.protocol import BytesLike, Capabilities, ObjectInfo, PutMode
+from coldvault.storage.retry import SEND_ONCE, RetryPolicy
+
+T = TypeVar("T")
 
 _TIMEOUT = (10, 120)  # seconds to connect, and to wait for each answer: a stalled transfer fails and is retried
 _CHUNK_MULTIPLE = 256 << 10  # GCS accepts resumable chunks in multiples of 256 KiB only
@@ -71,7 +80,9 @@ class GcsStore:
         lock_mode: str = "compliance",
         part_size: int = 16 << 20,
         region: str | None = None,
+        retry: RetryPolicy = SEND_ONCE,
     ) -> None:
+        """``retry`` is for each request of a resumable upload; every other request is sent once."""
         self._client = client
         self._bucket = client.bucket(bucket)
         self._name = name
@@ -79,6 +90,7 @@ class GcsStore:
         self._retention_mode = PROVIDER_LOCK_MODES[lock_mode]
         self._part_size = max(_CHUNK_MULTIPLE, part_size - part_size % _CHUNK_MULTIPLE)
         self._region = region
+        self._retry = retry
 
     def __repr__(self) -> str:
         return f"GcsStore({self._name!r}, bucket={self._bucket.name!r})"
@@ -122,8 +134,9 @@ class GcsStore:
         # uploads resumably, one part_size chunk in memory at a time.  An abandoned resumable session costs
         # nothing and expires on its own after a week, so there is nothing to clean up when one fails.
         size = None if len(data) > self._part_size else len(data)
+        action = f"store {handle}"
         # No handle for the errors: an upload cannot miss its object, so a 404 here means the bucket is missing.
-        with self._errors(f"store {handle}"):
+        with self._errors(action):
             try:
                 blob.upload_from_file(
                     _Reader(data),
@@ -132,7 +145,8 @@ class GcsStore:
                     # Sent with the upload, so GCS refuses bytes damaged on the way; after a resumable upload the
                     # SDK also compares, and deletes what arrived damaged before raising DataCorruption.
                     checksum="crc32c",
-                    retry=None,
+                    # One request is retried whole by the retry wrapper; a resumable upload retries each of its own.
+                    retry=None if size is not None else self._each_request(action),
                     timeout=_TIMEOUT,
                 )
             except google_errors.Forbidden:
@@ -225,26 +239,58 @@ class GcsStore:
         if until is not None and until > datetime.now(UTC):
             raise Locked(f"{self._name}: cannot {action} {handle}: locked until {until.isoformat()}") from None
 
+    def _each_request(self, action: str) -> Callable[[Callable[[], T]], Callable[[], T]]:
+        """The ``retry`` of a resumable upload: each request retried alone with the store's policy.
+
+        The SDK hands its ``retry`` the function that sends one request of the upload (the start, or one
+        chunk with its Content-Range) and calls what comes back, as it would a google.api_core Retry.  A
+        failure that ``_errors`` takes for Transient is retried there; anything else goes on unchanged to
+        the SDK (which deletes an object whose crc32c does not match before raising DataCorruption), and
+        from it to ``_errors``.  Each chunk is read once and sent again from memory: one part_size chunk.
+        """
+
+        def attempt(request: Callable[[], T]) -> T:
+            try:
+                return request()
+            except Exception as exc:
+                # The SDK turns a status it did not expect into the API error of that status, as here.
+                error = google_errors.from_http_response(exc.response) if isinstance(exc, InvalidResponse) else exc
+                translated = self._error(error, action)
+                if isinstance(translated, Transient):
+                    raise translated from None
+                raise
+
+        return lambda request: functools.partial(self._retry.call, attempt, request)
+
     @contextlib.contextmanager
     def _errors(self, action: str, handle: Handle | None = None) -> Iterator[None]:
         """Translate SDK exceptions; a 404 means ``handle`` is missing, or the bucket when there is no handle."""
         try:
             yield
-        except google_errors.GoogleAPICallError as exc:
-            raise self._translate(exc, action, handle) from None
-        except DataCorruption:
-            raise IntegrityError(f"{self._name}: could not {action}: it arrived damaged (crc32c mismatch)") from None
-        except _NETWORK as exc:
-            raise Transient(f"{self._name}: could not {action}: {one_line(exc)}") from None
-        except google.auth.exceptions.RefreshError as exc:
+        except Exception as exc:
+            error = self._error(exc, action, handle)
+            if error is None:
+                raise
+            raise error from None
+
+    def _error(self, exc: Exception, action: str, handle: Handle | None = None) -> ColdvaultError | None:
+        """What ``_errors`` raises for an SDK exception; None for one it lets through unchanged."""
+        if isinstance(exc, google_errors.GoogleAPICallError):
+            return self._translate(exc, action, handle)
+        if isinstance(exc, DataCorruption):
+            return IntegrityError(f"{self._name}: could not {action}: it arrived damaged (crc32c mismatch)")
+        if isinstance(exc, _NETWORK):
+            return Transient(f"{self._name}: could not {action}: {one_line(exc)}")
+        if isinstance(exc, google.auth.exceptions.RefreshError):
             if exc.retryable:  # the token service was busy; the credentials may well be fine
-                raise Transient(f"{self._name}: could not {action}: {one_line(exc)}") from None
-            raise PermissionDenied(
+                return Transient(f"{self._name}: could not {action}: {one_line(exc)}")
+            return PermissionDenied(
                 f"{self._name}: could not {action}: the credentials were refused ({one_line(exc)});"
                 " check credentials_file or the application default credentials"
-            ) from None
+            )
+        return None
 
-    def _translate(self, exc: google_errors.GoogleAPICallError, action: str, handle: Handle | None) -> Exception:
+    def _translate(self, exc: google_errors.GoogleAPICallError, action: str, handle: Handle | None) -> ColdvaultError:
         where = f"{self._name}: could not {action}"
         if isinstance(exc, google_errors.NotFound):
             if handle is not None:
@@ -283,7 +329,8 @@ class _Reader(io.RawIOBase):
         return chunk
 
 
-def connect(target: GcsTarget) -> GcsStore:
+def connect(target: GcsTarget, *, retry: RetryPolicy = SEND_ONCE) -> GcsStore:
+    """The adapter for a target; ``retry`` is the policy each request of a resumable upload is retried with."""
     credentials = _credentials(target)
     if credentials is None and target.endpoint is not None:
         credentials = AnonymousCredentials()  # an emulator or a private endpoint that takes no Google sign-in
@@ -307,6 +354,7 @@ def connect(target: GcsTarget) -> GcsStore:
         lock_mode=target.lock_mode,
         part_size=target.part_size,
         region=target.region,
+        retry=retry,
     )
 
 

@@ -1,13 +1,16 @@
 """Amazon S3 (and S3-compatible stores) behind the Store protocol, through boto3.
 
-Translation only: retries, concurrency limits, lock and tier policy are wrappers.
+Translation only: retries, concurrency limits, lock and tier policy are wrappers, except that
+the parts of a multipart upload are each retried here, with the retry wrapper's policy.
 Specifics worth knowing:
 - Create-only is ``If-None-Match: *`` on PutObject and CompleteMultipartUpload.
 - Retention is written with the object (Object Lock headers), never afterwards.
 - Buckets with Object Lock are versioned, so deleting a key would only add a delete
   marker; ``delete`` removes the versions themselves, which the lock refuses until
   retention ends.
-- SDK retries are off: the retry wrapper owns retrying, with one policy for every cloud.
+- SDK retries are off: the retry wrapper owns retrying, with one policy for every cloud; given
+  that policy (``retry``), UploadPart is retried alone, so a throttled part does not send every
+  part already stored again.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from coldvault.errors import (
 from coldvault.storage.cloud import ObjectKeys, one_line, parts, seconds, utc
 from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.protocol import BytesLike, Capabilities, ObjectInfo, PutMode
+from coldvault.storage.retry import SEND_ONCE, RetryPolicy
 
 NEEDS_RESTORE = frozenset({"GLACIER", "DEEP_ARCHIVE"})  # GLACIER_IR reads at once
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchVersion"})
@@ -77,7 +81,9 @@ class S3Store:
         lock_mode: str = "compliance",
         part_size: int = 16 << 20,
         restore_tier: str = "Standard",
+        retry: RetryPolicy = SEND_ONCE,
     ) -> None:
+        """``retry`` is for each part of a multipart upload; every other request is sent once."""
         self._client = client
         self._bucket = bucket
         self._name = name
@@ -85,6 +91,7 @@ class S3Store:
         self._lock_mode = lock_mode.upper()
         self._part_size = part_size
         self._restore_tier = restore_tier
+        self._retry = retry
 
     def __repr__(self) -> str:
         return f"S3Store({self._name!r}, bucket={self._bucket!r})"
@@ -230,15 +237,10 @@ class S3Store:
             Bucket=self._bucket, Key=key, ChecksumAlgorithm="SHA256", **options
         )["UploadId"]
         try:
-            done = []
-            for number, part in enumerate(parts(data, self._part_size), start=1):
-                checksum = _sha256(part)
-                answer = self._client.upload_part(
-                    Bucket=self._bucket, Key=key, UploadId=upload, PartNumber=number, Body=bytes(part),
-                    ChecksumSHA256=checksum,
-                )  # fmt: skip
-                self._confirm(answer.get("ChecksumSHA256"), checksum, handle)
-                done.append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": checksum})
+            done = [
+                self._retry.call(self._put_part, key, upload, number, part, handle)
+                for number, part in enumerate(parts(data, self._part_size), start=1)
+            ]
             self._client.complete_multipart_upload(
                 Bucket=self._bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": done}, **condition
             )
@@ -248,6 +250,18 @@ class S3Store:
             with contextlib.suppress(Exception):
                 self._client.abort_multipart_upload(Bucket=self._bucket, Key=key, UploadId=upload)
             raise
+
+    def _put_part(self, key: str, upload: str, number: int, part: memoryview, handle: Handle) -> dict[str, Any]:
+        """One UploadPart, its errors translated so that the retry policy sees what is Transient; sent
+        again, a part replaces the one of the same number."""
+        checksum = _sha256(part)
+        with self._errors(f"store {handle}", handle):
+            answer = self._client.upload_part(
+                Bucket=self._bucket, Key=key, UploadId=upload, PartNumber=number, Body=bytes(part),
+                ChecksumSHA256=checksum,
+            )  # fmt: skip
+        self._confirm(answer.get("ChecksumSHA256"), checksum, handle)
+        return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": checksum}
 
     def _delete_version(self, handle: Handle, key: str, version: str) -> None:
         try:
@@ -311,7 +325,8 @@ class _NoLockConfiguration(Exception):
     """The bucket exists but has no Object Lock; only ``capabilities`` asks, and it catches this."""
 
 
-def connect(target: S3Target) -> S3Store:
+def connect(target: S3Target, *, retry: RetryPolicy = SEND_ONCE) -> S3Store:
+    """The adapter for a target; ``retry`` is the policy each part of a multipart upload is retried with."""
     session = boto3.session.Session(**_credentials(target))
     client = session.client(
         "s3",
@@ -335,6 +350,7 @@ def connect(target: S3Target) -> S3Store:
         lock_mode=target.lock_mode,
         part_size=target.part_size,
         restore_tier=target.restore_tier,
+        retry=retry,
     )
 
 
