@@ -6,6 +6,7 @@ anything that would otherwise be written three times lives here or in a wrapper.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,3 +69,41 @@ def one_line(value: object) -> str:
 def utc(moment: datetime) -> datetime:
     """Providers answer in UTC, local time or naive UTC; compare and report in aware UTC only."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class ViewReader(io.RawIOBase):
+    """A seekable file over the caller's buffer, for an SDK's request body: each read copies only
+    what it returns, so several targets uploading one pack never hold a copy of it each."""
+
+    def __init__(self, data: BytesLike) -> None:
+        self._view = memoryview(data).cast("B")
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._position + size)
+        chunk = bytes(self._view[self._position : end])
+        self._position = max(self._position, end)
+        return chunk
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        chunk = self.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def close(self) -> None:
+        self._view.release()  # the caller may reuse its buffer once the SDK is done with this file
+        super().close()

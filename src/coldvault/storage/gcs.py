@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
-import io
 import json
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -48,7 +47,16 @@ from coldvault.errors import (
     TargetError,
     Transient,
 )
-from coldvault.storage.cloud import PROVIDER_LOCK_MODES, ObjectKeys, lock_mode_of, one_line, parts, seconds, utc
+from coldvault.storage.cloud import (
+    PROVIDER_LOCK_MODES,
+    ObjectKeys,
+    ViewReader,
+    lock_mode_of,
+    one_line,
+    parts,
+    seconds,
+    utc,
+)
 from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.protocol import BytesLike, Capabilities, ObjectInfo, PutMode
 from coldvault.storage.retry import SEND_ONCE, RetryPolicy
@@ -136,10 +144,10 @@ class GcsStore:
         size = None if len(data) > self._part_size else len(data)
         action = f"store {handle}"
         # No handle for the errors: an upload cannot miss its object, so a 404 here means the bucket is missing.
-        with self._errors(action):
+        with self._errors(action), ViewReader(data) as body:
             try:
                 blob.upload_from_file(
-                    _Reader(data),
+                    body,
                     size=size,
                     if_generation_match=0 if mode is PutMode.CREATE else None,
                     # Sent with the upload, so GCS refuses bytes damaged on the way; after a resumable upload the
@@ -307,26 +315,6 @@ class GcsStore:
         if exc.code in _BUSY:
             return Transient(f"{where}: HTTP {exc.code}: {_server_message(exc)}", retry_after=_retry_after(exc))
         return TargetError(f"{where}: HTTP {exc.code}: {_server_message(exc)}")
-
-
-class _Reader(io.RawIOBase):
-    """A file over the caller's buffer for the SDK: each read copies what it returns, never the whole object."""
-
-    def __init__(self, data: BytesLike) -> None:
-        self._view = memoryview(data).cast("B")
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def read(self, size: int | None = -1) -> bytes:
-        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._position + size)
-        chunk = bytes(self._view[self._position : end])
-        self._position = end
-        return chunk
 
 
 def connect(target: GcsTarget, *, retry: RetryPolicy = SEND_ONCE) -> GcsStore:

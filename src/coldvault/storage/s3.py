@@ -41,7 +41,7 @@ from coldvault.errors import (
     TargetError,
     Transient,
 )
-from coldvault.storage.cloud import ObjectKeys, one_line, parts, seconds, utc
+from coldvault.storage.cloud import ObjectKeys, ViewReader, one_line, parts, seconds, utc
 from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.protocol import BytesLike, Capabilities, ObjectInfo, PutMode
 from coldvault.storage.retry import SEND_ONCE, RetryPolicy
@@ -132,15 +132,16 @@ class S3Store:
                 self._put_in_parts(key, data, options, condition, handle)
             else:
                 checksum = _sha256(data)
-                answer = self._client.put_object(
-                    Bucket=self._bucket,
-                    Key=key,
-                    Body=bytes(data),
-                    ChecksumAlgorithm="SHA256",
-                    ChecksumSHA256=checksum,
-                    **options,
-                    **condition,
-                )
+                with ViewReader(data) as body:
+                    answer = self._client.put_object(
+                        Bucket=self._bucket,
+                        Key=key,
+                        Body=body,
+                        ChecksumAlgorithm="SHA256",
+                        ChecksumSHA256=checksum,
+                        **options,
+                        **condition,
+                    )
                 self._confirm(answer.get("ChecksumSHA256"), checksum, handle)
         return ObjectInfo(
             handle,
@@ -255,11 +256,10 @@ class S3Store:
         """One UploadPart, its errors translated so that the retry policy sees what is Transient; sent
         again, a part replaces the one of the same number."""
         checksum = _sha256(part)
-        with self._errors(f"store {handle}", handle):
+        with self._errors(f"store {handle}", handle), ViewReader(part) as body:
             answer = self._client.upload_part(
-                Bucket=self._bucket, Key=key, UploadId=upload, PartNumber=number, Body=bytes(part),
-                ChecksumSHA256=checksum,
-            )  # fmt: skip
+                Bucket=self._bucket, Key=key, UploadId=upload, PartNumber=number, Body=body, ChecksumSHA256=checksum
+            )
         self._confirm(answer.get("ChecksumSHA256"), checksum, handle)
         return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": checksum}
 
