@@ -175,3 +175,16 @@ def test_an_unknown_target_name_is_a_usage_error(cli: CLI) -> None:
     assert done.stderr.decode().strip() == (
         "coldvault: no target named 'nowhere' in the config (configured: near, far)"
     )
+
+
+def test_removing_a_key_slot_needs_every_target(cli: CLI, tmp_path: Path) -> None:
+    cli.write_config(config(tmp_path, min_targets=1))
+    assert cli("key", "add", env={"COLDVAULT_NEW_PASSPHRASE": "second"}).returncode == 0
+    slots = json.loads(cli("key", "list", "--json").stdout)
+    other = next(s["id"] for s in slots if not s["current"])
+    outage = Outage(tmp_path / "far")
+    refused = cli("key", "remove", other[:12])
+    assert refused.returncode == 14
+    assert refused.stderr.decode().strip().endswith("nothing was changed")
+    outage.end()
+    assert len(json.loads(cli("key", "list", "--json").stdout)) == 2

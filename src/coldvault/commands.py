@@ -325,7 +325,14 @@ def cmd_status(args: argparse.Namespace, session: Session) -> int:
 
 
 def cmd_key(args: argparse.Namespace, session: Session) -> int:
-    repo = session.unlock(session.connect(writing=args.key_command in ("add", "remove", "passwd")))
+    replicas = session.connect(writing=args.key_command in ("add", "remove", "passwd"))
+    if args.key_command in ("remove", "passwd") and replicas.down:
+        # A slot left on a target that missed the removal would be copied back to the others by sync.
+        raise TargetError(
+            f"removing a key slot needs every target, and {', '.join(replicas.down)} is unreachable"
+            f" ({'; '.join(replicas.down.values())}); nothing was changed"
+        )
+    repo = session.unlock(replicas)
     if args.key_command == "list":
         slots = repo.key_slots()
         if args.json:
