@@ -39,6 +39,24 @@ def restored_equal(source: Path, restored: Path) -> None:
     assert not comparison.diff_files and not comparison.left_only and not comparison.right_only
 
 
+def start_backup(cli: CLI) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLDVAULT_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "coldvault", "--config", str(cli.config), "--quiet", "--debug", "backup"],
+        env={**env, "COLDVAULT_PASSPHRASE": PASSPHRASE},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_for_a_pack(bucket: CloudBucket, backup: subprocess.Popen[bytes]) -> None:
+    """Until the backup has stored its first pack in the bucket: the moment to pull the plug."""
+    deadline = time.monotonic() + 60
+    while not any(path.startswith("data/") for path in objects(bucket)):
+        assert backup.poll() is None and time.monotonic() < deadline, "the backup ended before the bucket got a pack"
+        time.sleep(0.02)
+
+
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
     root = tmp_path / "data"
@@ -82,18 +100,8 @@ def test_a_provider_killed_mid_backup_lags_then_catches_up_and_any_single_provid
     cli.write_config(cloud_config(tmp_path, targets, min_targets=3))
     assert cli("init").returncode == 0
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLDVAULT_")}
-    backup = subprocess.Popen(
-        [sys.executable, "-m", "coldvault", "--config", str(cli.config), "--quiet", "--debug", "backup"],
-        env={**env, "COLDVAULT_PASSPHRASE": PASSPHRASE},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    gcs = providers[2]
-    deadline = time.monotonic() + 60
-    while not any(path.startswith("data/") for path in objects(gcs)):
-        assert backup.poll() is None and time.monotonic() < deadline, "the backup ended before GCS got a pack"
-        time.sleep(0.02)
+    backup = start_backup(cli)
+    wait_for_a_pack(providers[2], backup)
     outage_gcs.kill()
     stdout, stderr = backup.communicate(timeout=120)
     assert backup.returncode == 0, stderr.decode()
@@ -149,3 +157,32 @@ def test_corruption_at_one_provider_is_repaired_from_another(
         restored = cli("restore", "latest", str(dest), "--target", name)
         assert restored.returncode == 0, restored.stderr.decode()
         restored_equal(data, dest)
+
+
+def test_below_min_targets_an_outage_fails_the_backup_and_the_next_run_resumes(
+    tmp_path: Path, data: Path, s3_bucket: CloudBucket, outage_gcs: emulators.Emulator, bucket_name: str
+) -> None:
+    gcs = make_gcs_bucket(outage_gcs, bucket_name, "gcs-us")
+    cli = CLI(tmp_path)
+    cli.write_config(cloud_config(tmp_path, [s3_bucket.target, dict(gcs.target, retries=1)]))  # min_targets: all
+    assert cli("init").returncode == 0
+
+    backup = start_backup(cli)
+    wait_for_a_pack(gcs, backup)
+    outage_gcs.kill()
+    _, stderr = backup.communicate(timeout=120)
+    assert backup.returncode == 14
+    message = stderr.decode().strip()
+    assert "\n" not in message and "gcs-us" in message and "min_targets requires 2" in message
+    stored = {path: size for path, size in objects(s3_bucket).items() if path.startswith("data/")}
+    assert stored, "packs reached S3 before the failure"
+    assert not [p for p in objects(s3_bucket) if p.startswith("snapshots/")], "a failed backup shows no snapshot"
+
+    outage_gcs.start()
+    done = cli("backup", "--json")
+    assert done.returncode == 0, done.stderr.decode()
+    (snapshot,) = json.loads(done.stdout)
+    assert snapshot["targets"] == ["aws-eu", "gcs-us"]
+    source_bytes = sum(p.stat().st_size for p in data.iterdir())
+    assert snapshot["summary"]["stored_bytes"] + sum(stored.values()) < source_bytes, "stored packs were adopted"
+    assert cli("check", "--read-data", "--target", "gcs-us").returncode == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from coldvault.config.model import CloudTarget, Target
-from coldvault.errors import ConfigError
+from coldvault.errors import ConfigError, TargetError
 from coldvault.storage.limit import LimitedStore
 from coldvault.storage.local import LocalStore
 from coldvault.storage.policy import PolicyStore
@@ -36,7 +36,10 @@ def open_store(target: Target) -> Store:
 def check_target(target: Target, store: Store) -> None:
     """Before writing: a cloud target's bucket exists, is reachable (else TargetError), and supports
     the lock it is configured with (else ConfigError)."""
-    if target.type != "local":
+    if target.type == "local":
+        if target.path.exists() and not target.path.is_dir():
+            raise TargetError(f"{target.name}: {target.path} is not a directory; check the target's 'path'")
+    else:
         _check_cloud(target, store)
 
 
