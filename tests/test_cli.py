@@ -177,7 +177,7 @@ def test_corrupt_pack_never_restores_silently(initialised: CLI, tmp_path: Path) 
         ("ok", ["backup", "--source", "nope"], 2, b"no source named"),
         ("failing-command", ["backup", "--source", "db"], 15, b"boom"),
         ("no-passphrase", ["snapshots"], 10, b"COLDVAULT_PASSPHRASE"),
-        ("target-is-a-file", ["init"], 14, b"Not a directory"),
+        ("target-is-a-file", ["init"], 14, b"is not a directory"),
         ("ok", ["restore", "latest", "/dev/null/below-a-file", "--source", "files"], 16, b"cannot restore"),
     ],
 )

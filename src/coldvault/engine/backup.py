@@ -26,13 +26,12 @@ from dataclasses import dataclass, replace
 
 from coldvault import __version__
 from coldvault.config.model import Source
-from coldvault.engine.journal import Journal
 from coldvault.engine.pipeline import OrderedPipeline
 from coldvault.engine.progress import Progress
 from coldvault.engine.replicas import Replicas
 from coldvault.engine.segments import Segment, SegmentedReader, SegmentPool
 from coldvault.engine.walk import Entry, Excludes, Warn, walk
-from coldvault.errors import IntegrityError, SourceError
+from coldvault.errors import IntegrityError, SourceError, TargetError
 from coldvault.repo.blob import BlobKind
 from coldvault.repo.chunker import cut_buffer
 from coldvault.repo.index import PackRecord, decode_index, encode_index
@@ -111,7 +110,7 @@ class _Run:
             before_upload=self._remember_pack if self.journal is not None else None,
         )
         if self.journal is not None:
-            self.writer.adopt(_unindexed_packs(self.journal, repo))
+            self.writer.adopt(_unindexed_packs(replicas, repo))
         self.pool = ThreadPoolExecutor(options.workers, thread_name_prefix="coldvault-chunk")
         # The segment pool bounds the file data in flight; a few spare segments keep reading ahead.
         params = repo.format.chunker
@@ -238,21 +237,36 @@ def backup(
         run.close()
 
 
-def _unindexed_packs(journal: Journal, repo: Repository) -> list[PackRecord]:
+def _unindexed_packs(replicas: Replicas, repo: Repository) -> list[PackRecord]:
     """Packs an interrupted run stored on at least one target without indexing them.  Rows of packs
-    indexed since, or never stored anywhere, are dropped."""
-    records, done = [], []
+    indexed since, or stored nowhere, are dropped."""
+    journal = replicas.journal
+    assert journal is not None
+    candidates: dict[Handle, PackRecord] = {}
+    done = []
     for name, blob in journal.unindexed_packs():
         try:
             (record,) = decode_index(blob, what=f"journal record of pack {name[:12]}")
         except (IntegrityError, ValueError):
             done.append(name)  # unreadable: the pack is uploaded again, which costs only time
             continue
-        path = Handle(PACK_KINDS[record.kind], name).path
-        if record.name != name or repo.index.pack(name) is not None or not journal.stored_anywhere(path):
+        if record.name != name or repo.index.pack(name) is not None:
             done.append(name)
         else:
+            candidates[Handle(PACK_KINDS[record.kind], name)] = record
+    # A kill between a pack landing and its journal row leaves a pack only the target knows of: ask.
+    unconfirmed = [h for h in candidates if not journal.stored_anywhere(h.path)]
+    for store in replicas.up() if unconfirmed else []:
+        try:
+            replicas.missing(store, unconfirmed)  # records what it finds
+        except TargetError:
+            continue  # an unreachable target is the writes' to find out about
+    records = []
+    for handle, record in candidates.items():
+        if journal.stored_anywhere(handle.path):
             records.append(record)
+        else:
+            done.append(record.name)
     journal.packs_indexed(done)
     return records
 
