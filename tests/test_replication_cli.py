@@ -185,3 +185,24 @@ def test_removing_a_key_slot_needs_every_target(cli: CLI, tmp_path: Path) -> Non
     assert refused.stderr.decode().strip().endswith("nothing was changed")
     outage.end()
     assert len(json.loads(cli("key", "list", "--json").stdout)) == 2
+
+
+def test_a_damaged_copy_on_the_first_target_is_stepped_over_and_reported(cli: CLI, tmp_path: Path) -> None:
+    assert cli("backup").returncode == 0
+    for pack in [p for p in (tmp_path / "near" / "data").rglob("*") if p.is_file()]:
+        pack.chmod(0o644)
+        pack.write_bytes(pack.read_bytes()[:100] + b"rot" + pack.read_bytes()[103:])
+
+    restored = cli("restore", "latest", str(tmp_path / "restored"))
+    assert restored.returncode == 0, restored.stderr
+    warnings = restored.stderr.decode()
+    assert "warning: the copy of data/" in warnings and "on near is damaged" in warnings and "scrub" in warnings
+    source = tmp_path / "data"
+    for name in files(source):
+        assert (tmp_path / "restored" / str(source).lstrip("/") / name).read_bytes() == (source / name).read_bytes()
+
+    check = cli("check", "--read-data")
+    assert check.returncode == 13
+    assert "damaged on one target but good on another" in check.stderr.decode()
+    assert cli("scrub", "--read-data-subset", "100").returncode == 0
+    assert cli("check", "--read-data").returncode == 0

@@ -164,18 +164,21 @@ def cmd_restore(args: argparse.Namespace, session: Session) -> int:
     warm_up(repo, needed, report=_status(args.quiet), poll_interval=args.poll_interval)
     if args.stdout:
         restore_to_stream(repo, snapshot, sys.stdout.buffer, workers=session.workers)
-        _warn_down(replicas)
+        _warn_replicas(replicas)
         return EXIT_OK
     progress = make_progress(quiet=args.quiet)
     result = restore(repo, snapshot, Path(args.dest), path=args.path, workers=session.workers, progress=progress)
     print(f"restored snapshot {snapshot.id[:8]}: {result.files} files, {format_size(result.bytes)} into {args.dest}")
-    _warn_down(replicas)
+    _warn_replicas(replicas)
     return EXIT_PARTIAL if result.warnings else EXIT_OK
 
 
-def _warn_down(replicas: Replicas) -> None:
+def _warn_replicas(replicas: Replicas) -> None:
+    """What the other targets made up for: the command succeeded, but one provider's copy needs care."""
     for reason in replicas.down.values():
         print(f"warning: a target was unreachable and the others served its part: {reason}", file=sys.stderr)
+    for damage in dict.fromkeys(replicas.damaged):
+        print(f"warning: {damage}; another target's copy was used; run 'coldvault scrub' to repair it", file=sys.stderr)
 
 
 def _status(quiet: bool) -> Callable[[str], None]:
@@ -218,8 +221,14 @@ def cmd_check(args: argparse.Namespace, session: Session) -> int:
             f"checked {result.snapshots} snapshots, {result.packs} packs"
             f" ({result.packs_read} read, {format_size(result.bytes_read)}): {verdict}"
         )
+    _warn_replicas(replicas)
     if not result.ok:
         raise IntegrityError(f"check found {len(result.errors)} damaged or missing objects; see the errors above")
+    if replicas.damaged:
+        raise IntegrityError(
+            f"{len(set(replicas.damaged))} copies are damaged on one target but good on another;"
+            " run 'coldvault scrub' to repair them"
+        )
     if replicas.down:
         raise TargetError(
             f"check could not read {', '.join(replicas.down)} and verified the other targets only:"

@@ -48,6 +48,7 @@ class Replicas:
         self.journal = journal
         self.staging = staging
         self.down: dict[str, str] = {}  # target name → why it is out of this run
+        self.damaged: list[str] = []  # damaged copies that reads stepped over, for the user to hear of
         self._pool = ThreadPoolExecutor(8 * len(stores), thread_name_prefix="coldvault-replica")
 
     def close(self) -> None:
@@ -246,7 +247,19 @@ class Replicas:
     # ---- reading -------------------------------------------------------------------------
 
     def get(self, handle: Handle, *, offset: int = 0, length: int | None = None) -> bytes:
-        return self._first(handle, lambda s: s.get(handle, offset=offset, length=length))
+        """A whole object is checked against its name and, where a copy is damaged, taken from the next
+        target; a range cannot be checked here (the reader authenticates it, and on failure reads the
+        whole object, see Repository.read_blob)."""
+        if offset or length is not None or handle.kind is Kind.CONFIG:
+            return self._first(handle, lambda s: s.get(handle, offset=offset, length=length))
+        return self._first(handle, lambda s: self._get_good(s, handle))
+
+    def _get_good(self, store: Store, handle: Handle) -> bytes:
+        data = store.get(handle)
+        if object_name(data) != handle.name:
+            self.damaged.append(f"the copy of {handle} on {store.name} is damaged")
+            raise IntegrityError(f"{handle} is corrupt on every target that holds it; run 'coldvault scrub'")
+        return data
 
     def head(self, handle: Handle) -> ObjectInfo:
         return self._first(handle, lambda s: s.head(handle))
@@ -302,12 +315,14 @@ class Replicas:
     # ---- internals -----------------------------------------------------------------------
 
     def _first(self, handle: Handle, action: Callable[[Store], T]) -> T:
-        error: TargetError | None = None
+        error: TargetError | IntegrityError | None = None
         for store in self.up():
             try:
                 return action(store)
             except NotFound:
                 continue
+            except IntegrityError as exc:
+                error = error or exc  # a damaged copy: another target's may be good
             except Archived as exc:
                 error = error or exc  # another target may hold a copy that is online
             except TargetError as exc:
