@@ -111,6 +111,22 @@ def build_parser() -> argparse.ArgumentParser:
     k = keys.add_parser("export", help="print the recovery key for offline escrow", parents=[common])
     k.add_argument("--output", help="write it to this new file (mode 0600) instead of stdout")
 
+    p = command("report", commands.cmd_report, "drill reports: the signing key, the local chain, offline verification")
+    reports = p.add_subparsers(dest="report_command", required=True, metavar="ACTION")
+    r = reports.add_parser("pubkey", help="print the public key that verifies the reports", parents=[common])
+    r.add_argument("--output", help="write it to this file instead of stdout")
+    r = reports.add_parser("list", help="list the reports kept in the state directory", parents=[common])
+    r.add_argument("--json", action="store_true")
+    r = reports.add_parser("show", help="print one report", parents=[common])
+    r.add_argument("id", help="sequence number or id prefix (see 'report list')")
+    r = reports.add_parser(
+        "verify", help="verify reports offline with only the public key (no config needed)", parents=[common]
+    )
+    r.add_argument("path", metavar="FILE|DIR", help="a report, or a folder of them")
+    r.add_argument("--public-key", required=True, metavar="FILE", help="the PEM from 'coldvault report pubkey'")
+    r.add_argument("--chain", action="store_true", help="also check that the reports form one unbroken chain")
+    r.set_defaults(offline=commands.cmd_report_verify)
+
     p = command("config", commands.cmd_config_validate, "check a config file")
     p.add_argument("config_command", choices=["validate"])
     return parser
@@ -120,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "offline", None) is not None:
+            return int(args.offline(args))
         session = Session.load(args.config, args.recovery_key_file)
         return int(args.handler(args, session))
     except ColdvaultError as exc:

@@ -16,6 +16,7 @@ from coldvault.config.secret import write_secret_file
 from coldvault.engine.backup import BackupOptions, backup
 from coldvault.engine.check import check
 from coldvault.engine.replicas import Replicas
+from coldvault.engine.reports import load_public_key, public_key_pem
 from coldvault.engine.restore import restore, restore_to_stream, select_nodes
 from coldvault.engine.select import filter_snapshots, find_snapshot
 from coldvault.engine.sync import TargetResult, scrub, survey, sync
@@ -31,6 +32,7 @@ from coldvault.errors import (
 )
 from coldvault.repo.keys import encode_recovery_key
 from coldvault.repo.manifest import Snapshot
+from coldvault.repo.report import Report, verify_chain, verify_report
 from coldvault.repo.repository import Repository, default_key_label
 from coldvault.repo.tree import FILE, SYMLINK, Node
 from coldvault.session import Session
@@ -377,6 +379,80 @@ def cmd_key(args: argparse.Namespace, session: Session) -> int:
                 " anyone holding it can read every backup.",
                 file=sys.stderr,
             )
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace, session: Session) -> int:
+    if args.report_command == "pubkey":
+        existed = session.signing_key_path.exists()
+        pem = public_key_pem(session.signing_key(create=True))
+        if not existed:
+            print(f"created the drill signing key {session.signing_key_path} (mode 0600); keep a copy", file=sys.stderr)
+        if args.output:
+            Path(args.output).write_bytes(pem)
+            print(f"wrote the public key to {args.output}; give it to whoever verifies the reports")
+        else:
+            sys.stdout.write(pem.decode())
+        return EXIT_OK
+    public = session.signing_key().public_key()
+    log = session.report_log()
+    if args.report_command == "list":
+        reports = log.reports(public)
+        if args.json:
+            _emit_json([{"sequence": r.sequence, "id": r.id, **_report_summary(r)} for r in reports])
+        elif not reports:
+            print("no reports yet")
+        for r in [] if args.json else reports:
+            summary = _report_summary(r)
+            print(f"{r.sequence:>6}  {r.id[:12]}  {str(summary['created'])[:19]:19}  {summary['verdict']}")
+    else:  # show
+        report = log.find(public, args.id)
+        _emit_json({"sequence": report.sequence, "id": report.id, "previous": report.previous, "body": report.body})
+    return EXIT_OK
+
+
+def _report_summary(report: Report) -> dict[str, object]:
+    return {"created": report.body.get("created", ""), "verdict": report.body.get("verdict", "")}
+
+
+def cmd_report_verify(args: argparse.Namespace) -> int:
+    """Offline, with nothing but the public key: no config, no repository, no network."""
+    public = load_public_key(Path(args.public_key))
+    target = Path(args.path)
+    if target.is_dir():
+        paths = sorted(target.glob("*.json"))
+    elif target.is_file():
+        paths = [target]
+    else:
+        raise UsageError(f"{target} is neither a report file nor a folder of them")
+    files = [(str(p), p.read_bytes()) for p in paths]
+    if args.chain:
+        result = verify_chain(files, public)
+        for error in result.errors:
+            print(f"error: {error}")
+        if not result.ok:
+            raise IntegrityError(f"the chain of {len(files)} reports does not verify; see the errors above")
+        head = result.head
+        if head is None:
+            raise UsageError(f"{target} holds no reports")
+        print(
+            f"chain verified: {len(result.reports)} reports, 1 to {head.sequence}, each signed and linked;"
+            f" head {head.id} ({_report_summary(head)['created']}): compare it with the latest you expect"
+        )
+        return EXIT_OK
+    errors = 0
+    for name, data in files:
+        try:
+            report = verify_report(data, public, what=name)
+        except IntegrityError as exc:
+            errors += 1
+            print(f"error: {exc}")
+            continue
+        print(f"ok: {name}: report {report.sequence}, id {report.id}, signed by {report.key_id}")
+    if errors:
+        raise IntegrityError(f"{errors} of {len(files)} reports do not verify; see the errors above")
+    if not files:
+        raise UsageError(f"{target} holds no reports")
     return EXIT_OK
 
 

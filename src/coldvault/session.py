@@ -8,9 +8,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from coldvault.config import Config, Secret, load_config, read_secret_file
 from coldvault.engine.journal import Journal
 from coldvault.engine.replicas import Replicas
+from coldvault.engine.reports import ReportLog, create_signing_key, load_signing_key
 from coldvault.engine.staging import Staging
 from coldvault.errors import ConfigError, TargetError, UsageError, WrongKey
 from coldvault.repo.keys import decode_recovery_key
@@ -96,6 +99,20 @@ class Session:
     def open_repo(self, *, only: str | None = None) -> Repository:
         """For reading: unlock the repository on every target, or on ``only`` that one alone (no cache)."""
         return self.unlock(self.connect(only=only), cached=only is None)
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.config.drills.signing_key_file or self.state_dir / "drill-signing-key.pem"
+
+    def signing_key(self, *, create: bool = False) -> Ed25519PrivateKey:
+        """The drill signing key; with ``create``, a new one where none exists yet (the default path only)."""
+        path = self.signing_key_path
+        if create and self.config.drills.signing_key_file is None and not path.exists():
+            return create_signing_key(path)
+        return load_signing_key(path)
+
+    def report_log(self) -> ReportLog:
+        return ReportLog(self.state_dir / "reports")
 
     def passphrase(self, *, confirm: bool = False) -> Secret:
         """From repository.passphrase_file, else $COLDVAULT_PASSPHRASE, else a prompt on a terminal."""

@@ -226,8 +226,16 @@ class Source(_Strict):
         return self.filename or f"{self.name}.stream"
 
 
+class DrillsConfig(_Strict):
+    # The Ed25519 key that signs drill reports (PEM; under systemd a credential). Default: a key
+    # created on first use in the state directory. Keep a copy: reports signed by a lost key
+    # still verify with its public key, but the chain cannot go on with a new one.
+    signing_key_file: ExpandedPath | None = None
+
+
 class Config(_Strict):
     repository: RepositoryConfig = RepositoryConfig()
+    drills: DrillsConfig = DrillsConfig()
     targets: list[Target] = Field(min_length=1)
     sources: list[Source] = []
 
