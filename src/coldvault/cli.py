@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     k = keys.add_parser("export", help="print the recovery key for offline escrow", parents=[common])
     k.add_argument("--output", help="write it to this new file (mode 0600) instead of stdout")
 
+    p = command("drill", commands.cmd_drill, "restore samples from every target on its own and sign a report")
+    p.add_argument("--seed", type=int, help="re-derive the sample of an earlier report (its 'seed')")
+    p.add_argument("--json", action="store_true", help="print the signed report")
+    _poll_interval(p)
+
     p = command("report", commands.cmd_report, "drill reports: the signing key, the local chain, offline verification")
     reports = p.add_subparsers(dest="report_command", required=True, metavar="ACTION")
     r = reports.add_parser("pubkey", help="print the public key that verifies the reports", parents=[common])

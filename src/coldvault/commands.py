@@ -6,15 +6,19 @@ import argparse
 import json
 import os
 import random
+import secrets
+import socket
 import stat
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from coldvault import __version__
 from coldvault.config.secret import write_secret_file
 from coldvault.engine.backup import BackupOptions, backup
 from coldvault.engine.check import check
+from coldvault.engine.drill import LockPolicy, Sampling, TargetDrill, body_of, choose_snapshots, drill_target
 from coldvault.engine.replicas import Replicas
 from coldvault.engine.reports import load_public_key, public_key_pem
 from coldvault.engine.restore import restore, restore_to_stream, select_nodes
@@ -24,6 +28,7 @@ from coldvault.engine.warmup import packs_needed, warm_up
 from coldvault.errors import (
     EXIT_OK,
     EXIT_PARTIAL,
+    ColdvaultError,
     IntegrityError,
     NotFound,
     RepositoryError,
@@ -379,6 +384,72 @@ def cmd_key(args: argparse.Namespace, session: Session) -> int:
                 " anyone holding it can read every backup.",
                 file=sys.stderr,
             )
+    return EXIT_OK
+
+
+def cmd_drill(args: argparse.Namespace, session: Session) -> int:
+    """Drill every target on its own and sign the report; a failing drill still writes its report."""
+    key = session.signing_key(create=True)
+    drills = session.config.drills
+    sampling = Sampling(files=drills.files_per_snapshot, older=drills.older_snapshots)
+    seed = args.seed if args.seed is not None else secrets.randbits(63)
+    now = datetime.now(UTC)
+    header: dict[str, object] = {
+        "created": now.isoformat(),
+        "host": socket.gethostname(),
+        "tool_version": __version__,
+        "seed": seed,
+        "sampling": {"files_per_snapshot": sampling.files, "older_snapshots": sampling.older},
+    }
+    report = _status(args.quiet or args.json)
+    try:
+        repo = session.unlock(session.connect(), cached=False)
+    except ColdvaultError as exc:
+        signed = session.report_log().append(key, {**header, "verdict": "fail", "errors": [str(exc)], "targets": []})
+        print(f"drill report {signed.sequence} ({signed.id[:12]}): fail", file=sys.stderr)
+        raise
+    chosen = choose_snapshots(repo.snapshots(), sampling, random.Random(seed))
+    results = []
+    for target in session.config.targets:
+        report(f"drilling {target.name}")
+        (store,) = session.target_stores(only=target.name)
+        lock = LockPolicy(target.lock.mode, target.lock.days) if target.type != "local" and target.lock else None
+        try:
+            alone = Repository.open(store, recovery_key=repo.master_key)  # this target's own config and index
+        except ColdvaultError as exc:
+            results.append(TargetDrill(target.name, errors=[str(exc)]))
+            continue
+        results.append(
+            drill_target(
+                target.name,
+                alone,
+                store,
+                [s.id for s in chosen],
+                seed,
+                sampling,
+                lock,
+                now,
+                report=report,
+                poll_interval=args.poll_interval,
+            )  # fmt: skip
+        )
+    header.update(
+        repository_id=repo.id, snapshots=[{"id": s.id, "source": s.source, "time": s.time.isoformat()} for s in chosen]
+    )
+    signed = session.report_log().append(key, body_of(results, **header))
+    if args.json:
+        _emit_json({"sequence": signed.sequence, "id": signed.id, "body": signed.body})
+    else:
+        for r in results:
+            line = f"{r.name}: {'pass' if r.ok else 'FAIL'}, {len(r.samples)} samples, {format_size(r.bytes)}"
+            line += f" in {r.duration_s:.1f}s, {r.locks_checked} locks checked"
+            print(line)
+            for problem in r.errors + r.lock_violations:
+                print(f"  {problem}")
+        print(f"report {signed.sequence} ({signed.id[:12]}): {signed.body['verdict']}")
+    failed = [r.name for r in results if not r.ok]
+    if failed:
+        raise IntegrityError(f"the drill failed on {', '.join(failed)}; report {signed.sequence} has the details")
     return EXIT_OK
 
 

@@ -231,6 +231,10 @@ class DrillsConfig(_Strict):
     # created on first use in the state directory. Keep a copy: reports signed by a lost key
     # still verify with its public key, but the chain cannot go on with a new one.
     signing_key_file: ExpandedPath | None = None
+    # What each drill samples: files (and a byte range of each) per snapshot, and how many
+    # snapshots older than each source's latest.
+    files_per_snapshot: int = Field(default=8, ge=1, le=1000)
+    older_snapshots: int = Field(default=2, ge=0, le=100)
 
 
 class Config(_Strict):

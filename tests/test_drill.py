@@ -1,0 +1,148 @@
+"""Restore drills: each target on its own, failures pinned to the target that has them, always a signed report."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from test_cli import CLI
+from test_replication_cli import config
+
+from coldvault.config import FormatConfig, Secret, Source
+from coldvault.engine.backup import BackupOptions, backup
+from coldvault.engine.drill import LockPolicy, Sampling, choose_snapshots, drill_target
+from coldvault.engine.progress import SilentProgress
+from coldvault.repo.repository import Repository
+from coldvault.storage.memory import MemoryStore
+from coldvault.storage.policy import PolicyStore
+
+FORMAT = FormatConfig(chunk_min_size=256, chunk_avg_size=1024, chunk_max_size=4096, pack_size=16 << 10)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> CLI:
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(5):
+        (data / f"f{i}.bin").write_bytes(os.urandom(200_000))
+    tool = CLI(tmp_path)
+    tool.write_config(config(tmp_path))
+    assert tool("init").returncode == 0
+    assert tool("backup").returncode == 0
+    return tool
+
+
+def last_report(cli: CLI) -> dict:  # type: ignore[type-arg]
+    listed = json.loads(cli("report", "list", "--json", passphrase=None).stdout)
+    return json.loads(cli("report", "show", str(listed[-1]["sequence"]), passphrase=None).stdout)["body"]
+
+
+def by_target(body: dict) -> dict:  # type: ignore[type-arg]
+    return {t["name"]: t for t in body["targets"]}
+
+
+def test_a_drill_reads_samples_from_every_target_and_signs_a_passing_report(cli: CLI) -> None:
+    done = cli("drill")
+    assert done.returncode == 0, done.stderr
+    body = last_report(cli)
+    assert body["verdict"] == "pass"
+    targets = by_target(body)
+    assert set(targets) == {"near", "far"}
+    for target in targets.values():
+        assert target["verdict"] == "pass" and target["samples"] and target["bytes"] > 0
+        assert target["time_to_first_byte_s"] is not None and target["throughput_bytes_per_s"] > 0
+    assert targets["near"]["samples"] == targets["far"]["samples"], "every target samples the same files"
+
+
+def test_the_seed_in_the_report_re_derives_the_same_sample(cli: CLI) -> None:
+    assert cli("drill").returncode == 0
+    first = last_report(cli)
+    assert cli("drill", "--seed", str(first["seed"])).returncode == 0
+    again = last_report(cli)
+    assert by_target(again)["near"]["samples"] == by_target(first)["near"]["samples"]
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "remove"])
+def test_a_damaged_copy_fails_that_target_only(cli: CLI, tmp_path: Path, damage: str) -> None:
+    for pack in [p for p in (tmp_path / "far" / "data").rglob("*") if p.is_file()]:
+        if damage == "remove":
+            pack.unlink()
+        else:
+            pack.chmod(0o644)
+            pack.write_bytes(pack.read_bytes()[:64] + b"rot" + pack.read_bytes()[67:])
+    done = cli("drill")
+    assert done.returncode == 13
+    assert done.stderr.decode().strip().endswith("the drill failed on far; report 1 has the details")
+    body = last_report(cli)
+    targets = by_target(body)
+    assert body["verdict"] == "fail"
+    assert targets["near"]["verdict"] == "pass" and not targets["near"]["errors"]
+    assert targets["far"]["verdict"] == "fail" and targets["far"]["errors"]
+
+
+def test_a_wrong_key_fails_the_drill_and_still_signs_a_report(cli: CLI) -> None:
+    done = cli("drill", passphrase="not the passphrase")
+    assert done.returncode == 11
+    body = last_report(cli)
+    assert body["verdict"] == "fail" and "wrong passphrase" in body["errors"][0]
+
+
+def locked_repo(lock_days: int) -> tuple[MemoryStore, Repository]:
+    store = MemoryStore()
+    repo = Repository.init(PolicyStore(store, lock_days=lock_days, pack_storage_class=None), Secret(b"pw"), FORMAT)
+    return store, repo
+
+
+def drill_memory(store: MemoryStore, repo: Repository, source: Source, policy: LockPolicy):  # type: ignore[no-untyped-def]
+    backup(repo, source, BackupOptions(workers=2, compression_level=3), SilentProgress())
+    chosen = choose_snapshots(repo.snapshots(), Sampling(), random.Random(1))
+    alone = Repository.open(store, recovery_key=repo.master_key)
+    now = datetime.now(UTC)
+    return drill_target("mem", alone, store, [s.id for s in chosen], 1, Sampling(), policy, now, report=print)
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Source:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "file").write_bytes(random.Random(3).randbytes(50_000))
+    return Source(name="files", paths=[tmp_path / "src"])
+
+
+def test_objects_locked_as_the_policy_says_pass(source: Source) -> None:
+    store, repo = locked_repo(30)
+    result = drill_memory(store, repo, source, LockPolicy("compliance", 30))
+    assert result.ok and result.locks_checked >= 2
+
+
+def test_a_lock_shorter_than_the_policy_fails_the_drill(source: Source) -> None:
+    store, repo = locked_repo(1)  # written with one day of retention
+    result = drill_memory(store, repo, source, LockPolicy("compliance", 30))
+    assert not result.ok
+    assert any("shorter than the policy's 30 days" in v for v in result.lock_violations)
+
+
+def test_an_unlocked_object_fails_the_drill(source: Source) -> None:
+    store = MemoryStore()
+    repo = Repository.init(store, Secret(b"pw"), FORMAT)
+    result = drill_memory(store, repo, source, LockPolicy("governance", 30))
+    assert any("is locked in mode None" in v for v in result.lock_violations)
+
+
+def test_the_oldest_snapshots_are_sampled_too() -> None:
+    from coldvault.repo.manifest import TREE, Snapshot
+
+    def snap(i: int, source: str) -> Snapshot:
+        return Snapshot(
+            source=source, kind=TREE, time=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=i), host="h",
+            username="u", tool_version="t", paths=(), program=None, listing=(), parent=None, id=f"{i:064x}",
+        )  # fmt: skip
+
+    snapshots = [snap(i, "a") for i in range(10)] + [snap(100, "b")]
+    chosen = choose_snapshots(snapshots, Sampling(older=3), random.Random(5))
+    assert [s.source for s in chosen] == ["a"] * 4 + ["b"]
+    assert chosen[0].id == f"{9:064x}", "the latest of each source comes first"
+    assert chosen == choose_snapshots(snapshots, Sampling(older=3), random.Random(5))
