@@ -146,3 +146,27 @@ def test_the_oldest_snapshots_are_sampled_too() -> None:
     assert [s.source for s in chosen] == ["a"] * 4 + ["b"]
     assert chosen[0].id == f"{9:064x}", "the latest of each source comes first"
     assert chosen == choose_snapshots(snapshots, Sampling(older=3), random.Random(5))
+
+
+def test_the_report_gives_recovery_points_restore_estimates_and_history(cli: CLI) -> None:
+    assert cli("drill").returncode == 0
+    assert cli("drill").returncode == 0
+    body = last_report(cli)
+    latest = json.loads(cli("snapshots", "--json").stdout)[-1]
+    (point,) = body["sources"]
+    assert point["source"] == "files" and point["newest_verified"] == latest["id"] and point["rpo_s"] >= 0
+    for target in body["targets"]:
+        assert target["rto_estimate_s"] > 0 and latest["id"] in target["verified_snapshots"]
+    assert len(body["history"]) == 1 and set(body["history"][0]["throughput_bytes_per_s"]) == {"near", "far"}
+
+
+@pytest.mark.parametrize("min_targets, rpo_known", [(2, False), (1, True)])
+def test_the_recovery_point_needs_min_targets_verified_copies(
+    cli: CLI, tmp_path: Path, min_targets: int, rpo_known: bool
+) -> None:
+    cli.write_config(config(tmp_path, min_targets=min_targets))
+    for pack in [p for p in (tmp_path / "far" / "data").rglob("*") if p.is_file()]:
+        pack.unlink()
+    assert cli("drill").returncode == 13
+    (point,) = last_report(cli)["sources"]
+    assert (point["rpo_s"] is not None) is rpo_known

@@ -18,7 +18,15 @@ from coldvault import __version__
 from coldvault.config.secret import write_secret_file
 from coldvault.engine.backup import BackupOptions, backup
 from coldvault.engine.check import check
-from coldvault.engine.drill import LockPolicy, Sampling, TargetDrill, body_of, choose_snapshots, drill_target
+from coldvault.engine.drill import (
+    LockPolicy,
+    Sampling,
+    TargetDrill,
+    body_of,
+    choose_snapshots,
+    drill_target,
+    history,
+)
 from coldvault.engine.replicas import Replicas
 from coldvault.engine.reports import load_public_key, public_key_pem
 from coldvault.engine.restore import restore, restore_to_stream, select_nodes
@@ -433,10 +441,11 @@ def cmd_drill(args: argparse.Namespace, session: Session) -> int:
                 poll_interval=args.poll_interval,
             )  # fmt: skip
         )
-    header.update(
-        repository_id=repo.id, snapshots=[{"id": s.id, "source": s.source, "time": s.time.isoformat()} for s in chosen]
-    )
-    signed = session.report_log().append(key, body_of(results, **header))
+    log = session.report_log()
+    header["repository_id"] = repo.id
+    header["history"] = history([r.body for r in log.reports(key.public_key())])
+    body = body_of(results, chosen, min_targets=session.config.min_targets, now=now, **header)
+    signed = log.append(key, body)
     if args.json:
         _emit_json({"sequence": signed.sequence, "id": signed.id, "body": signed.body})
     else:

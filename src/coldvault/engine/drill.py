@@ -66,6 +66,7 @@ class TargetDrill:
     snapshots: list[str] = field(default_factory=list)  # ids the target shows
     packs_read: set[Handle] = field(default_factory=set)
     warmup_s: float = 0.0
+    verified: set[str] = field(default_factory=set)  # snapshots whose every sample read back whole
 
     @property
     def ok(self) -> bool:
@@ -127,9 +128,12 @@ def drill_target(
             h for _, ranges in planned for node, offset, length in ranges for h in _packs(repo, node, offset, length)
         }
         result.warmup_s = warm_up(repo, needed, report=report, poll_interval=poll_interval, monotonic=monotonic).waited
-        for snapshot, ranges in planned:
-            for node, offset, length in ranges:
+        for snapshot, of_snapshot in planned:
+            errors = len(result.errors)
+            for node, offset, length in of_snapshot:
                 _drill_range(result, repo, snapshot, node, offset, length, started, monotonic)
+            if len(result.errors) == errors:
+                result.verified.add(snapshot.id)
         result.errors += [f"{name}: {message}" for message in repo.skipped]
         _check_locks(result, store, lock, drilled, now)
     except ColdvaultError as exc:
@@ -224,11 +228,18 @@ def _check_locks(
             )
 
 
-def body_of(results: list[TargetDrill], **header: Any) -> dict[str, Any]:
-    """The report body: the verdict first, a record per target."""
+def body_of(
+    results: list[TargetDrill], chosen: list[Snapshot], *, min_targets: int, now: datetime, **header: Any
+) -> dict[str, Any]:
+    """The report body: the verdict, per-source recovery points, and a record per target."""
+    sources = _recovery_points(results, chosen, min_targets, now)
+    latest_bytes = sum(int(s.summary.get("bytes", 0)) for s in _latest(chosen).values())
     return {
         **header,
-        "verdict": "pass" if all(r.ok for r in results) else "fail",
+        "verdict": "pass" if all(r.ok for r in results) and all(s["rpo_s"] is not None for s in sources) else "fail",
+        "min_targets": min_targets,
+        "snapshots": [{"id": s.id, "source": s.source, "time": s.time.isoformat()} for s in chosen],
+        "sources": sources,
         "targets": [
             {
                 "name": r.name,
@@ -241,6 +252,9 @@ def body_of(results: list[TargetDrill], **header: Any) -> dict[str, Any]:
                 "throughput_bytes_per_s": round(r.throughput, 1),
                 "duration_s": round(r.duration_s, 4),
                 "warmup_s": round(r.warmup_s, 4),
+                # A full restore of every source's latest snapshot: warm-up, then the bytes at the rate measured.
+                "rto_estimate_s": round(r.warmup_s + latest_bytes / r.throughput, 3) if r.throughput else None,
+                "verified_snapshots": sorted(r.verified),
                 "locks_checked": r.locks_checked,
                 "lock_violations": r.lock_violations,
                 "samples": [vars(s) for s in r.samples],
@@ -248,3 +262,44 @@ def body_of(results: list[TargetDrill], **header: Any) -> dict[str, Any]:
             for r in results
         ],
     }
+
+
+def _latest(chosen: list[Snapshot]) -> dict[str, Snapshot]:
+    latest: dict[str, Snapshot] = {}
+    for snapshot in chosen:
+        if snapshot.source not in latest or snapshot.time > latest[snapshot.source].time:
+            latest[snapshot.source] = snapshot
+    return latest
+
+
+def _recovery_points(
+    results: list[TargetDrill], chosen: list[Snapshot], min_targets: int, now: datetime
+) -> list[dict[str, Any]]:
+    """Per source, the newest snapshot the drill restored on at least ``min_targets`` targets, and its age."""
+    points = []
+    for source in sorted({s.source for s in chosen}):
+        good = [s for s in chosen if s.source == source and sum(s.id in r.verified for r in results) >= min_targets]
+        newest = max(good, key=lambda s: s.time, default=None)
+        points.append(
+            {
+                "source": source,
+                "newest_verified": newest.id if newest else None,
+                "time": newest.time.isoformat() if newest else None,
+                "rpo_s": round((now - newest.time).total_seconds(), 1) if newest else None,
+            }
+        )
+    return points
+
+
+def history(previous: list[dict[str, Any]], limit: int = 30) -> list[dict[str, Any]]:
+    """The figures of earlier drills (their report bodies, oldest first), for trends."""
+    return [
+        {
+            "created": body.get("created"),
+            "verdict": body.get("verdict"),
+            "throughput_bytes_per_s": {t.get("name"): t.get("throughput_bytes_per_s") for t in body.get("targets", [])},
+            "rto_estimate_s": {t.get("name"): t.get("rto_estimate_s") for t in body.get("targets", [])},
+            "rpo_s": {p.get("source"): p.get("rpo_s") for p in body.get("sources", [])},
+        }
+        for body in previous[-limit:]
+    ]
