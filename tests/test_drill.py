@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from test_cli import CLI
-from test_replication_cli import config
+from test_replication_cli import Outage, config
 
 from coldvault.config import FormatConfig, Secret, Source
 from coldvault.engine.backup import BackupOptions, backup
@@ -170,3 +170,18 @@ def test_the_recovery_point_needs_min_targets_verified_copies(
     assert cli("drill").returncode == 13
     (point,) = last_report(cli)["sources"]
     assert (point["rpo_s"] is not None) is rpo_known
+
+
+def test_reports_go_to_every_target_and_a_target_that_missed_one_gets_it_with_the_next_drill(
+    cli: CLI, tmp_path: Path
+) -> None:
+    cli.write_config(config(tmp_path, min_targets=1))
+    outage = Outage(tmp_path / "far")
+    assert cli("drill").returncode == 13  # far is unreachable: a failed drill, and a signed report
+    outage.end()
+    assert len(list((tmp_path / "near" / "reports").iterdir())) == 1
+    assert not (tmp_path / "far" / "reports").exists()
+    assert cli("drill").returncode == 0
+    local = sorted(p.read_bytes() for p in (tmp_path / "state" / "reports").iterdir())
+    for target in ("near", "far"):
+        assert sorted(p.read_bytes() for p in (tmp_path / target / "reports").iterdir()) == local

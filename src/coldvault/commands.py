@@ -28,7 +28,7 @@ from coldvault.engine.drill import (
     history,
 )
 from coldvault.engine.replicas import Replicas
-from coldvault.engine.reports import load_public_key, public_key_pem
+from coldvault.engine.reports import ReportLog, load_public_key, public_key_pem, upload_reports
 from coldvault.engine.restore import restore, restore_to_stream, select_nodes
 from coldvault.engine.select import filter_snapshots, find_snapshot
 from coldvault.engine.sync import TargetResult, scrub, survey, sync
@@ -415,6 +415,7 @@ def cmd_drill(args: argparse.Namespace, session: Session) -> int:
     except ColdvaultError as exc:
         signed = session.report_log().append(key, {**header, "verdict": "fail", "errors": [str(exc)], "targets": []})
         print(f"drill report {signed.sequence} ({signed.id[:12]}): fail", file=sys.stderr)
+        _upload_reports(session, session.report_log())
         raise
     chosen = choose_snapshots(repo.snapshots(), sampling, random.Random(seed))
     results = []
@@ -446,6 +447,7 @@ def cmd_drill(args: argparse.Namespace, session: Session) -> int:
     header["history"] = history([r.body for r in log.reports(key.public_key())])
     body = body_of(results, chosen, min_targets=session.config.min_targets, now=now, **header)
     signed = log.append(key, body)
+    _upload_reports(session, log)
     if args.json:
         _emit_json({"sequence": signed.sequence, "id": signed.id, "body": signed.body})
     else:
@@ -460,6 +462,19 @@ def cmd_drill(args: argparse.Namespace, session: Session) -> int:
     if failed:
         raise IntegrityError(f"the drill failed on {', '.join(failed)}; report {signed.sequence} has the details")
     return EXIT_OK
+
+
+def _upload_reports(session: Session, log: ReportLog) -> None:
+    """To each target on its own, what it lacks.  Best effort: a report that cannot be uploaded now
+    stays in the state directory and goes up with the next drill."""
+    for target, store in zip(session.config.targets, session.target_stores(), strict=True):
+        try:
+            upload_reports(log, store)
+        except ColdvaultError as exc:
+            print(
+                f"warning: reports could not be uploaded to {target.name}; the next drill tries again: {exc}",
+                file=sys.stderr,
+            )
 
 
 def cmd_report(args: argparse.Namespace, session: Session) -> int:

@@ -45,9 +45,12 @@ class LockPolicy:
 
 @dataclass(frozen=True)
 class Sample:
+    """A byte range of a file, the file named by its position among the snapshot's regular files in
+    listing order: a report travels in plaintext, and file names are the repository's secret."""
+
     snapshot: str
     source: str
-    path: str
+    file: int
     offset: int
     length: int
 
@@ -89,15 +92,16 @@ def choose_snapshots(snapshots: list[Snapshot], sampling: Sampling, rng: random.
     return chosen
 
 
-def choose_ranges(files: list[Node], count: int, rng: random.Random) -> list[tuple[Node, int, int]]:
-    """Up to ``count`` files (non-empty ones first) and a random byte range of each."""
-    candidates = [n for n in files if n.size > 0] or files
-    picked = rng.sample(candidates, min(count, len(candidates)))
+def choose_ranges(files: list[Node], count: int, rng: random.Random) -> list[tuple[int, Node, int, int]]:
+    """Up to ``count`` files (non-empty ones if any) and a random byte range of each, as
+    (position among ``files``, file, offset, length)."""
+    positions = [i for i, n in enumerate(files) if n.size > 0] or list(range(len(files)))
     ranges = []
-    for node in sorted(picked, key=lambda n: n.path):
+    for position in sorted(rng.sample(positions, min(count, len(positions)))):
+        node = files[position]
         length = min(node.size, _RANGE)
         offset = rng.randrange(node.size - length + 1) if node.size > length else 0
-        ranges.append((node, offset, length))
+        ranges.append((position, node, offset, length))
     return ranges
 
 
@@ -125,13 +129,13 @@ def drill_target(
         result.errors += [f"snapshot {i[:12]} is missing on {name}" for i in snapshot_ids if i not in shown]
         planned = [(snapshot, _plan(repo, snapshot, seed, sampling)) for snapshot in drilled]
         needed = {
-            h for _, ranges in planned for node, offset, length in ranges for h in _packs(repo, node, offset, length)
+            h for _, ranges in planned for _, node, offset, length in ranges for h in _packs(repo, node, offset, length)
         }
         result.warmup_s = warm_up(repo, needed, report=report, poll_interval=poll_interval, monotonic=monotonic).waited
         for snapshot, of_snapshot in planned:
             errors = len(result.errors)
-            for node, offset, length in of_snapshot:
-                _drill_range(result, repo, snapshot, node, offset, length, started, monotonic)
+            for position, node, offset, length in of_snapshot:
+                _drill_range(result, repo, snapshot, position, node, offset, length, started, monotonic)
             if len(result.errors) == errors:
                 result.verified.add(snapshot.id)
         result.errors += [f"{name}: {message}" for message in repo.skipped]
@@ -142,7 +146,7 @@ def drill_target(
     return result
 
 
-def _plan(repo: Repository, snapshot: Snapshot, seed: int, sampling: Sampling) -> list[tuple[Node, int, int]]:
+def _plan(repo: Repository, snapshot: Snapshot, seed: int, sampling: Sampling) -> list[tuple[int, Node, int, int]]:
     # Seeded by snapshot, so every target samples the same files: their figures compare.
     files = [n for n in repo.listing(snapshot) if n.type == FILE]
     return choose_ranges(files, sampling.files, random.Random(f"{seed}:{snapshot.id}"))
@@ -175,6 +179,7 @@ def _drill_range(
     result: TargetDrill,
     repo: Repository,
     snapshot: Snapshot,
+    position: int,
     node: Node,
     offset: int,
     length: int,
@@ -182,8 +187,8 @@ def _drill_range(
     monotonic: Callable[[], float],
 ) -> None:
     """Read the chunks covering the range; each is authenticated and proven by its keyed hash."""
-    path = node.path.decode("utf-8", "backslashreplace")
-    result.samples.append(Sample(snapshot.id, snapshot.source, path, offset, length))
+    where = f"snapshot {snapshot.id[:12]}, file #{position}"
+    result.samples.append(Sample(snapshot.id, snapshot.source, position, offset, length))
     got = 0
     try:
         for chunk_id, location in _covering(repo, node, offset, length):
@@ -195,10 +200,10 @@ def _drill_range(
             result.objects += 1
             got += len(data)
     except ColdvaultError as exc:
-        result.errors.append(f"{snapshot.id[:12]}:/{path}: {exc}")
+        result.errors.append(f"{where}: {exc}")
         return
     if got < length:
-        result.errors.append(f"{snapshot.id[:12]}:/{path}: its chunks hold {got} bytes of the {length} sampled")
+        result.errors.append(f"{where}: its chunks hold {got} bytes of the {length} sampled")
 
 
 def _check_locks(

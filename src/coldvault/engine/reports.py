@@ -2,7 +2,8 @@
 
 The signing key is separate from the repository key: an auditor holding its public key can
 verify every report offline and learns nothing that opens a backup.  Reports are kept in the
-state directory as ``<sequence>-<id prefix>.json``, exactly as signed.
+state directory as ``<sequence>-<id prefix>.json``, exactly as signed, and on every target
+under ``reports/`` (named, like every object, by the BLAKE3 hash of their bytes).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from coldvault.config.secret import read_secret_file, write_secret_file
-from coldvault.errors import ConfigError, UsageError
+from coldvault.errors import AlreadyExists, ConfigError, UsageError
 from coldvault.repo.report import Report, sign_report, verify_report
+from coldvault.storage.handle import Handle, Kind, object_name
 from coldvault.storage.private_file import write_private_file
+from coldvault.storage.protocol import Store
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
@@ -93,3 +96,19 @@ class ReportLog:
                 " from 'coldvault report list'"
             )
         return matches[0]
+
+
+def upload_reports(log: ReportLog, store: Store) -> int:
+    """Put every local report the target lacks on it (under lock, by the target's policy); how many.
+    Run after each drill, so that reports a target missed while down reach it later."""
+    present = {info.handle.name for info in store.list(Kind.REPORT)}
+    uploaded = 0
+    for _, data in log.files():
+        handle = Handle(Kind.REPORT, object_name(data))
+        if handle.name not in present:
+            try:
+                store.put(handle, data)
+            except AlreadyExists:
+                continue
+            uploaded += 1
+    return uploaded

@@ -24,7 +24,7 @@ from coldvault.errors import Archived, IntegrityError, Locked, NotFound, TargetE
 from coldvault.storage.handle import Handle, Kind, object_name
 from coldvault.storage.protocol import PutMode, Store
 
-COPY_ORDER = (Kind.DATA, Kind.TREE, Kind.INDEX, Kind.KEY, Kind.SNAPSHOT, Kind.CONFIG)
+COPY_ORDER = (Kind.DATA, Kind.TREE, Kind.INDEX, Kind.KEY, Kind.SNAPSHOT, Kind.REPORT, Kind.CONFIG)
 _PREREQUISITES = frozenset({Kind.DATA, Kind.TREE, Kind.INDEX})
 _COPIES_IN_FLIGHT = 4
 

@@ -8,6 +8,7 @@ Layout (see docs/FORMAT.md):
     index/<name>            index objects: chunk id → pack, offset, length
     data/<xx>/<name>        packs of file-data blobs (may go to archive tiers)
     tree/<xx>/<name>        packs of listing blobs (always readable at once)
+    reports/<name>          signed drill reports (see repo.report), plaintext
 
 Every name except ``config`` is BLAKE3-256 of the object's bytes, checked on every full read.
 """

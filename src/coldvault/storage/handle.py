@@ -32,6 +32,7 @@ class Kind(Enum):
     INDEX = "index"
     DATA = "data"
     TREE = "tree"
+    REPORT = "reports"  # signed drill reports, kept under lock beside the backups they vouch for
 
     @property
     def fans_out(self) -> bool:
