@@ -8,6 +8,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import jsonschema
 import pytest
 from test_cli import CLI
 from test_replication_cli import Outage, config
@@ -185,3 +186,12 @@ def test_reports_go_to_every_target_and_a_target_that_missed_one_gets_it_with_th
     local = sorted(p.read_bytes() for p in (tmp_path / "state" / "reports").iterdir())
     for target in ("near", "far"):
         assert sorted(p.read_bytes() for p in (tmp_path / target / "reports").iterdir()) == local
+
+
+def test_every_report_matches_the_published_schema(cli: CLI, tmp_path: Path) -> None:
+    schema = json.loads((Path(__file__).parents[1] / "docs" / "report.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert cli("drill").returncode == 0
+    assert cli("drill", passphrase="wrong").returncode == 11
+    for report in (tmp_path / "state" / "reports").iterdir():
+        jsonschema.validate(json.loads(report.read_bytes()), schema, cls=jsonschema.Draft202012Validator)
