@@ -10,7 +10,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from test_cli import CLI
+from test_cli import CLI, basic_config
 from test_replication_cli import Outage, config
 
 from coldvault.config import FormatConfig, Secret, Source
@@ -191,7 +191,45 @@ def test_reports_go_to_every_target_and_a_target_that_missed_one_gets_it_with_th
 def test_every_report_matches_the_published_schema(cli: CLI, tmp_path: Path) -> None:
     schema = json.loads((Path(__file__).parents[1] / "docs" / "report.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
-    assert cli("drill").returncode == 0
+    cli.write_config(with_check(config(tmp_path), "true {path}"))
+    assert cli("drill", "--full").returncode == 0
     assert cli("drill", passphrase="wrong").returncode == 11
     for report in (tmp_path / "state" / "reports").iterdir():
         jsonschema.validate(json.loads(report.read_bytes()), schema, cls=jsonschema.Draft202012Validator)
+
+
+def with_check(text: str, command: str) -> str:
+    return text + f"\n[drills]\ncheck_command = {json.dumps(command)}\n"
+
+
+def test_a_full_drill_restores_a_snapshot_and_runs_the_check_on_it(cli: CLI, tmp_path: Path) -> None:
+    cli.write_config(with_check(config(tmp_path), "sh -c 'find {path} -type f | wc -l'"))
+    done = cli("drill", "--full")
+    assert done.returncode == 0, done.stderr
+    full = last_report(cli)["full"]
+    assert full["verdict"] == "pass" and full["target"] == "near" and full["files"] == 5
+    assert full["check"]["exit_code"] == 0 and full["check"]["output_tail"] == ["5"]
+    assert not (tmp_path / "state" / "drill-scratch").exists() or not any(
+        (tmp_path / "state" / "drill-scratch").iterdir()
+    )
+    assert cli("drill", "--full").returncode == 0
+    assert last_report(cli)["full"]["target"] == "far", "full drills take the targets in turn"
+
+
+def test_a_failing_check_fails_the_drill_with_its_output_in_the_report(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "keep").write_text("x")
+    tool = CLI(tmp_path)
+    check = "sh -c 'test \"$(tail -n 1 {path})\" = 50000 || { echo loading {path}; echo ERROR: rows missing; exit 3; }'"
+    tool.write_config(with_check(basic_config(tmp_path, command="seq 1 49999"), check))
+    assert tool("init").returncode == 0 and tool("backup").returncode == 0
+    done = tool("drill", "--full", "latest", "--source", "db")
+    assert done.returncode == 13
+    assert "primary (full restore)" in done.stderr.decode()
+    full = last_report(tool)["full"]
+    assert full["verdict"] == "fail" and full["source"] == "db"
+    assert full["check"]["exit_code"] == 3 and full["check"]["output_tail"][-1] == "ERROR: rows missing"
+
+    tool.write_config(with_check(basic_config(tmp_path, command="seq 1 50000"), check))
+    assert tool("backup", "--source", "db").returncode == 0
+    assert tool("drill", "--full", "latest", "--source", "db").returncode == 0

@@ -113,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("drill", commands.cmd_drill, "restore samples from every target on its own and sign a report")
     p.add_argument("--seed", type=int, help="re-derive the sample of an earlier report (its 'seed')")
+    p.add_argument(
+        "--full",
+        nargs="?",
+        const="latest",
+        metavar="SNAPSHOT",
+        help="also restore a whole snapshot (default: latest) from one target and run drills.check_command on it",
+    )
+    p.add_argument("--source", help="with --full latest: the latest of this source")
+    p.add_argument("--target", metavar="NAME", help="with --full: restore from this target (default: each in turn)")
     p.add_argument("--json", action="store_true", help="print the signed report")
     _poll_interval(p)
 

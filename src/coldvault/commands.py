@@ -27,6 +27,7 @@ from coldvault.engine.drill import (
     drill_target,
     history,
 )
+from coldvault.engine.full_drill import FullDrill, full_drill
 from coldvault.engine.replicas import Replicas
 from coldvault.engine.reports import ReportLog, load_public_key, public_key_pem, upload_reports
 from coldvault.engine.restore import restore, restore_to_stream, select_nodes
@@ -443,9 +444,11 @@ def cmd_drill(args: argparse.Namespace, session: Session) -> int:
             )  # fmt: skip
         )
     log = session.report_log()
+    previous = log.reports(key.public_key())
+    full = _full_drill(args, session, repo, len(previous), report) if args.full else None
     header["repository_id"] = repo.id
-    header["history"] = history([r.body for r in log.reports(key.public_key())])
-    body = body_of(results, chosen, min_targets=session.config.min_targets, now=now, **header)
+    header["history"] = history([r.body for r in previous])
+    body = body_of(results, chosen, min_targets=session.config.min_targets, now=now, full=full, **header)
     signed = log.append(key, body)
     _upload_reports(session, log)
     if args.json:
@@ -457,11 +460,46 @@ def cmd_drill(args: argparse.Namespace, session: Session) -> int:
             print(line)
             for problem in r.errors + r.lock_violations:
                 print(f"  {problem}")
+        if full is not None:
+            check = f", check exit {full.check['exit_code']}" if full.check else ""
+            print(
+                f"full restore of {full.snapshot[:8]} from {full.target}: {'pass' if full.ok else 'FAIL'},"
+                f" {full.files} files, {format_size(full.bytes)} in {full.duration_s:.1f}s{check}"
+            )
+            for problem in full.errors + (full.check["output_tail"][-5:] if full.check and not full.ok else []):
+                print(f"  {problem}")
         print(f"report {signed.sequence} ({signed.id[:12]}): {signed.body['verdict']}")
-    failed = [r.name for r in results if not r.ok]
+    failed = [r.name for r in results if not r.ok] + ([f"{full.target} (full restore)"] if full and not full.ok else [])
     if failed:
         raise IntegrityError(f"the drill failed on {', '.join(failed)}; report {signed.sequence} has the details")
     return EXIT_OK
+
+
+def _full_drill(
+    args: argparse.Namespace, session: Session, repo: Repository, drills_before: int, report: Callable[[str], None]
+) -> FullDrill:
+    """Restore a whole snapshot from one target: --target, else each target in turn, drill after drill."""
+    targets = session.config.targets
+    target = session.config.target(args.target) if args.target else targets[drills_before % len(targets)]
+    snapshot = find_snapshot(repo.snapshots(), args.full, source=args.source)
+    (store,) = session.target_stores(only=target.name)
+    report(f"full restore of {snapshot.id[:8]} from {target.name}")
+    try:
+        alone = Repository.open(store, recovery_key=repo.master_key)
+    except ColdvaultError as exc:
+        return FullDrill(target.name, snapshot.id, snapshot.source, errors=[str(exc)])
+    drills = session.config.drills
+    scratch = (drills.scratch_dir or session.state_dir / "drill-scratch") / f"{snapshot.id[:12]}-{os.getpid()}"
+    warm_up(alone, packs_needed(alone, alone.listing(snapshot)), report=report, poll_interval=args.poll_interval)
+    return full_drill(
+        target.name,
+        alone,
+        snapshot,
+        scratch,
+        drills.check_command,
+        workers=session.workers,
+        timeout=drills.check_timeout,
+    )
 
 
 def _upload_reports(session: Session, log: ReportLog) -> None:

@@ -235,6 +235,13 @@ class DrillsConfig(_Strict):
     # snapshots older than each source's latest.
     files_per_snapshot: int = Field(default=8, ge=1, le=1000)
     older_snapshots: int = Field(default=2, ge=0, le=100)
+    # Run after a full-restore drill (--full) with {path} replaced by the restored dump (a stream
+    # snapshot) or directory (a tree): e.g. "pg_restore --list {path}". Its exit code and the last
+    # 20 lines of its output go into the report, which is stored unencrypted: keep it quiet.
+    check_command: Annotated[list[str] | None, BeforeValidator(_split_command)] = None
+    check_timeout: int = Field(default=3600, ge=1)
+    # Where a full-restore drill restores to (removed afterwards). Default: in the state directory.
+    scratch_dir: ExpandedPath | None = None
 
 
 class Config(_Strict):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from coldvault.engine.full_drill import FullDrill
 from coldvault.engine.warmup import warm_up
 from coldvault.errors import ColdvaultError, IntegrityError
 from coldvault.repo.blob import BlobKind
@@ -234,14 +235,22 @@ def _check_locks(
 
 
 def body_of(
-    results: list[TargetDrill], chosen: list[Snapshot], *, min_targets: int, now: datetime, **header: Any
+    results: list[TargetDrill],
+    chosen: list[Snapshot],
+    *,
+    min_targets: int,
+    now: datetime,
+    full: FullDrill | None = None,
+    **header: Any,
 ) -> dict[str, Any]:
-    """The report body: the verdict, per-source recovery points, and a record per target."""
+    """The report body: the verdict, per-source recovery points, a record per target, the full restore."""
     sources = _recovery_points(results, chosen, min_targets, now)
     latest_bytes = sum(int(s.summary.get("bytes", 0)) for s in _latest(chosen).values())
+    passed = all(r.ok for r in results) and all(s["rpo_s"] is not None for s in sources)
     return {
         **header,
-        "verdict": "pass" if all(r.ok for r in results) and all(s["rpo_s"] is not None for s in sources) else "fail",
+        "verdict": "pass" if passed and (full is None or full.ok) else "fail",
+        "full": full.as_dict() if full is not None else None,
         "min_targets": min_targets,
         "snapshots": [{"id": s.id, "source": s.source, "time": s.time.isoformat()} for s in chosen],
         "sources": sources,
