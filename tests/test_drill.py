@@ -233,3 +233,13 @@ def test_a_failing_check_fails_the_drill_with_its_output_in_the_report(tmp_path:
     tool.write_config(with_check(basic_config(tmp_path, command="seq 1 50000"), check))
     assert tool("backup", "--source", "db").returncode == 0
     assert tool("drill", "--full", "latest", "--source", "db").returncode == 0
+
+
+def test_each_report_gets_a_page_and_show_writes_one(cli: CLI, tmp_path: Path) -> None:
+    done = cli("drill")
+    assert done.returncode == 0
+    (page,) = (tmp_path / "state" / "reports").glob("*.html")
+    assert str(page) in done.stdout.decode()
+    assert "PASS" in page.read_text() and "<svg" in page.read_text()
+    assert cli("report", "show", "1", "--html", str(tmp_path / "r.html"), passphrase=None).returncode == 0
+    assert (tmp_path / "r.html").read_text() == page.read_text()

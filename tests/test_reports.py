@@ -136,3 +136,45 @@ json_values = st.recursive(
 def test_any_json_body_round_trips(body: dict) -> None:  # type: ignore[type-arg]
     report = sign_report(KEY, body, previous=None)
     assert verify_report(report.data, PUBLIC).body == body
+
+
+def test_the_page_puts_the_verdict_first_escapes_everything_and_needs_no_network() -> None:
+    import re
+    import xml.etree.ElementTree as ElementTree
+
+    from coldvault.repo.report_page import render_page
+
+    history = [
+        {"created": f"2026-11-{d:02d}", "throughput_bytes_per_s": {"a": d * 1e6, "b": 2e6}, "rpo_s": {"db": 3600.0 * d}}
+        for d in range(1, 6)
+    ]
+    body = {
+        "created": "2026-11-06T03:00:00+00:00",
+        "verdict": "fail",
+        "host": "<script>alert(1)</script>",
+        "min_targets": 2,
+        "sources": [{"source": "db", "newest_verified": None, "time": None, "rpo_s": None}],
+        "targets": [
+            {
+                "name": "a",
+                "verdict": "pass",
+                "errors": [],
+                "lock_violations": [],
+                "samples": [],
+                "bytes": 10,
+                "throughput_bytes_per_s": 5e6,
+            },
+            {"name": "b", "verdict": "fail", "errors": ["pack <b>gone</b>"], "lock_violations": [], "samples": []},
+        ],  # fmt: skip
+        "full": None,
+        "history": history,
+    }
+    page = render_page(sign_report(KEY, body, previous=None))
+    assert page.index("FAIL") < page.index("<h2>Targets")
+    assert "<script>" not in page and "&lt;script&gt;" in page and "pack &lt;b&gt;gone&lt;/b&gt;" in page
+    assert not re.search(r"(src|href)=", page), "nothing is fetched: no scripts, styles, fonts or images"
+    charts = re.findall(r"<svg.*?</svg>", page, re.S)
+    assert len(charts) == 2
+    for chart in charts:
+        ElementTree.fromstring(chart)  # well-formed SVG
+    assert charts[0].count("<polyline") == 2  # a line per target across the drills

@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true")
     r = reports.add_parser("show", help="print one report", parents=[common])
     r.add_argument("id", help="sequence number or id prefix (see 'report list')")
+    r.add_argument("--html", metavar="FILE", help="write it as a self-contained HTML page instead")
     r = reports.add_parser(
         "verify", help="verify reports offline with only the public key (no config needed)", parents=[common]
     )

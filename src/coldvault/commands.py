@@ -47,12 +47,14 @@ from coldvault.errors import (
 from coldvault.repo.keys import encode_recovery_key
 from coldvault.repo.manifest import Snapshot
 from coldvault.repo.report import Report, verify_chain, verify_report
+from coldvault.repo.report_page import render_page
 from coldvault.repo.repository import Repository, default_key_label
 from coldvault.repo.tree import FILE, SYMLINK, Node
 from coldvault.session import Session
 from coldvault.storage.factory import check_target
 from coldvault.storage.handle import Handle, Kind
-from coldvault.ui import format_size, make_progress
+from coldvault.ui import make_progress
+from coldvault.units import format_size
 
 
 def _warn_skipped(repo: Repository) -> None:
@@ -450,6 +452,7 @@ def cmd_drill(args: argparse.Namespace, session: Session) -> int:
     header["history"] = history([r.body for r in previous])
     body = body_of(results, chosen, min_targets=session.config.min_targets, now=now, full=full, **header)
     signed = log.append(key, body)
+    page = log.save_page(signed, render_page(signed))
     _upload_reports(session, log)
     if args.json:
         _emit_json({"sequence": signed.sequence, "id": signed.id, "body": signed.body})
@@ -468,7 +471,7 @@ def cmd_drill(args: argparse.Namespace, session: Session) -> int:
             )
             for problem in full.errors + (full.check["output_tail"][-5:] if full.check and not full.ok else []):
                 print(f"  {problem}")
-        print(f"report {signed.sequence} ({signed.id[:12]}): {signed.body['verdict']}")
+        print(f"report {signed.sequence} ({signed.id[:12]}): {signed.body['verdict']}; page {page}")
     failed = [r.name for r in results if not r.ok] + ([f"{full.target} (full restore)"] if full and not full.ok else [])
     if failed:
         raise IntegrityError(f"the drill failed on {', '.join(failed)}; report {signed.sequence} has the details")
@@ -540,7 +543,11 @@ def cmd_report(args: argparse.Namespace, session: Session) -> int:
             print(f"{r.sequence:>6}  {r.id[:12]}  {str(summary['created'])[:19]:19}  {summary['verdict']}")
     else:  # show
         report = log.find(public, args.id)
-        _emit_json({"sequence": report.sequence, "id": report.id, "previous": report.previous, "body": report.body})
+        if args.html:
+            Path(args.html).write_text(render_page(report), encoding="utf-8")
+            print(f"wrote report {report.sequence} as a page to {args.html}")
+        else:
+            _emit_json({"sequence": report.sequence, "id": report.id, "previous": report.previous, "body": report.body})
     return EXIT_OK
 
 

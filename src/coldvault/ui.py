@@ -8,6 +8,8 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from coldvault.units import format_size
+
 
 class TerminalProgress:
     def __init__(self, stream: TextIO = sys.stderr) -> None:
@@ -82,11 +84,3 @@ def make_progress(*, quiet: bool) -> TerminalProgress | LineProgress:
     if not quiet and sys.stderr.isatty():
         return TerminalProgress()
     return LineProgress(quiet=quiet)
-
-
-def format_size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"

@@ -86,6 +86,12 @@ class ReportLog:
         write_private_file(self.folder / f"{report.sequence:06d}-{report.id[:12]}.json", report.data)
         return report
 
+    def save_page(self, report: Report, page: str) -> Path:
+        """The report's HTML page beside it (derived from the signed file, so not signed itself)."""
+        path = self.folder / f"{report.sequence:06d}-{report.id[:12]}.html"
+        write_private_file(path, page.encode())
+        return path
+
     def find(self, public_key: Ed25519PublicKey, prefix: str) -> Report:
         matches = [
             r for r in self.reports(public_key) if prefix and (r.id.startswith(prefix) or str(r.sequence) == prefix)
