@@ -93,13 +93,14 @@ class ReportLog:
         return path
 
     def find(self, public_key: Ed25519PublicKey, prefix: str) -> Report:
-        matches = [
-            r for r in self.reports(public_key) if prefix and (r.id.startswith(prefix) or str(r.sequence) == prefix)
-        ]
+        """A report by sequence number or, failing that, by id prefix."""
+        reports = self.reports(public_key)
+        by_sequence = [r for r in reports if prefix.isdigit() and r.sequence == int(prefix)]
+        matches = by_sequence or [r for r in reports if len(prefix) >= 4 and r.id.startswith(prefix.lower())]
         if len(matches) != 1:
             raise UsageError(
-                f"{prefix!r} matches {len(matches)} reports; give a sequence number or an id prefix"
-                " from 'coldvault report list'"
+                f"{prefix!r} matches {len(matches)} reports; give a sequence number or at least 4 characters"
+                " of an id from 'coldvault report list'"
             )
         return matches[0]
 

@@ -50,7 +50,7 @@ def render_page(report: Report) -> str:
     parts += [
         "<h2>Samples</h2>",
         "<p class=muted>Byte ranges read back, files named by their position among the snapshot's files.</p>",
-        f"<pre>{escape(json.dumps(_samples(body), indent=1))}</pre>",
+        f"<pre>{escape(json.dumps(_samples(body), indent=1, sort_keys=True))}</pre>",
         "</body></html>",
     ]
     return "\n".join(parts)
