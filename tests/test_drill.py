@@ -15,7 +15,7 @@ from test_replication_cli import Outage, config
 
 from coldvault.config import FormatConfig, Secret, Source
 from coldvault.engine.backup import BackupOptions, backup
-from coldvault.engine.drill import LockPolicy, Sampling, choose_snapshots, drill_target
+from coldvault.engine.drill import Coverage, LockPolicy, Sampling, choose_snapshots, drill_target
 from coldvault.engine.progress import SilentProgress
 from coldvault.repo.repository import Repository
 from coldvault.storage.memory import MemoryStore
@@ -103,7 +103,8 @@ def drill_memory(store: MemoryStore, repo: Repository, source: Source, policy: L
     chosen = choose_snapshots(repo.snapshots(), Sampling(), random.Random(1))
     alone = Repository.open(store, recovery_key=repo.master_key)
     now = datetime.now(UTC)
-    return drill_target("mem", alone, store, [s.id for s in chosen], 1, Sampling(), policy, now, report=print)
+    coverage = Coverage(30, {}, 1.0)
+    return drill_target("mem", alone, store, [s.id for s in chosen], 1, Sampling(), policy, now, coverage, report=print)
 
 
 @pytest.fixture
@@ -243,3 +244,30 @@ def test_each_report_gets_a_page_and_show_writes_one(cli: CLI, tmp_path: Path) -
     assert "PASS" in page.read_text() and "<svg" in page.read_text()
     assert cli("report", "show", "1", "--html", str(tmp_path / "r.html"), passphrase=None).returncode == 0
     assert (tmp_path / "r.html").read_text() == page.read_text()
+
+
+def test_pack_coverage_rotates_until_every_pack_was_read_within_the_period(source: Source) -> None:
+    store = MemoryStore()
+    repo = Repository.init(store, Secret(b"pw"), FORMAT)
+    Path(source.paths[0], "more").write_bytes(random.Random(4).randbytes(200_000))
+    backup(repo, source, BackupOptions(workers=2, compression_level=3), SilentProgress())
+    alone = Repository.open(store, recovery_key=repo.master_key)
+    packs = {p.name for p in alone.index.packs()}
+    assert len(packs) >= 8
+    last_read: dict[str, str] = {}
+    read: list[str] = []
+    now = datetime.now(UTC)
+    for day in range(4):  # a drill a day, every pack within four days
+        when = now + timedelta(days=day)
+        result = drill_target(
+            "mem", alone, store, [], 1, Sampling(), None, when, Coverage(4, dict(last_read), 1.0), report=print
+        )
+        assert result.ok
+        assert len(result.whole_packs) == -(-len(packs) // 4)
+        read += result.whole_packs
+        last_read.update({p: when.isoformat() for p in result.whole_packs})
+    assert set(read) == packs
+    assert result.coverage == {
+        "days": 4, "packs": len(packs), "read_now": len(result.whole_packs), "read_within_days": len(packs),
+        "fraction": 1.0,
+    }  # fmt: skip

@@ -19,6 +19,7 @@ from coldvault.config.secret import write_secret_file
 from coldvault.engine.backup import BackupOptions, backup
 from coldvault.engine.check import check
 from coldvault.engine.drill import (
+    Coverage,
     LockPolicy,
     Sampling,
     TargetDrill,
@@ -414,39 +415,37 @@ def cmd_drill(args: argparse.Namespace, session: Session) -> int:
     }
     report = _status(args.quiet or args.json)
     try:
-        repo = session.unlock(session.connect(), cached=False)
+        replicas = session.connect()
+        repo = session.unlock(replicas, cached=False)
     except ColdvaultError as exc:
         signed = session.report_log().append(key, {**header, "verdict": "fail", "errors": [str(exc)], "targets": []})
         print(f"drill report {signed.sequence} ({signed.id[:12]}): fail", file=sys.stderr)
         _upload_reports(session, session.report_log())
         raise
+    session.keep_journal(replicas)  # where pack coverage is remembered
+    journal = replicas.journal
+    assert journal is not None
+    log = session.report_log()
+    previous = log.reports(key.public_key())
+    interval = _days_since(previous[-1].body.get("created") if previous else None, now)
     chosen = choose_snapshots(repo.snapshots(), sampling, random.Random(seed))
     results = []
     for target in session.config.targets:
         report(f"drilling {target.name}")
         (store,) = session.target_stores(only=target.name)
         lock = LockPolicy(target.lock.mode, target.lock.days) if target.type != "local" and target.lock else None
+        coverage = Coverage(drills.coverage_days, journal.last_drilled(target.name), interval)
         try:
             alone = Repository.open(store, recovery_key=repo.master_key)  # this target's own config and index
         except ColdvaultError as exc:
             results.append(TargetDrill(target.name, errors=[str(exc)]))
             continue
-        results.append(
-            drill_target(
-                target.name,
-                alone,
-                store,
-                [s.id for s in chosen],
-                seed,
-                sampling,
-                lock,
-                now,
-                report=report,
-                poll_interval=args.poll_interval,
-            )  # fmt: skip
-        )
-    log = session.report_log()
-    previous = log.reports(key.public_key())
+        result = drill_target(
+            target.name, alone, store, [s.id for s in chosen], seed, sampling, lock, now, coverage,
+            report=report, poll_interval=args.poll_interval,
+        )  # fmt: skip
+        journal.record_drilled(target.name, result.whole_packs, now.isoformat())
+        results.append(result)
     full = _full_drill(args, session, repo, len(previous), report) if args.full else None
     header["repository_id"] = repo.id
     header["history"] = history([r.body for r in previous])
@@ -476,6 +475,14 @@ def cmd_drill(args: argparse.Namespace, session: Session) -> int:
     if failed:
         raise IntegrityError(f"the drill failed on {', '.join(failed)}; report {signed.sequence} has the details")
     return EXIT_OK
+
+
+def _days_since(created: object, now: datetime) -> float:
+    """Days since the previous drill (one for the first), which sets this drill's share of the packs."""
+    try:
+        return max((now - datetime.fromisoformat(str(created))).total_seconds() / 86400, 0.0)
+    except ValueError:
+        return 1.0
 
 
 def _full_drill(

@@ -233,6 +233,9 @@ class DrillsConfig(_Strict):
     signing_key_file: ExpandedPath | None = None
     # What each drill samples: files (and a byte range of each) per snapshot, and how many
     # snapshots older than each source's latest.
+    # Every pack on every target is read whole by some drill within this many days; each drill
+    # reads its share (the time since the previous drill, as a part of this period).
+    coverage_days: int = Field(default=30, ge=1, le=3650)
     files_per_snapshot: int = Field(default=8, ge=1, le=1000)
     older_snapshots: int = Field(default=2, ge=0, le=100)
     # Run after a full-restore drill (--full) with {path} replaced by the restored dump (a stream

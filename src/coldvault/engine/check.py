@@ -130,28 +130,31 @@ def _check_snapshots(repo: Repository, index: Index, result: CheckResult) -> Non
 
 
 def _read_pack(repo: Repository, pack: PackRecord, result: CheckResult) -> None:
-    """Download a whole pack; its name, header and every blob must verify and agree with the index."""
-    handle = Handle(PACK_KINDS[pack.kind], pack.name)
     try:
-        data = repo.store.get(handle)
+        result.bytes_read += read_pack(repo, pack)
         result.packs_read += 1
-        result.bytes_read += len(data)
-        verify_object(pack.name, data, str(handle))
-        header = read_header(repo.subkeys.meta, data, what=str(handle))
-        if sorted(header, key=lambda e: e.offset) != sorted(pack.entries, key=lambda e: e.offset):
-            raise IntegrityError(f"{handle}: its header and the index disagree")
-        for entry in header:
-            plaintext = decode_blob(
-                repo.subkeys.data,
-                entry.kind,
-                entry.chunk_id,
-                data[entry.offset : entry.offset + entry.length],
-                entry.raw_length,
-            )
-            if repo.subkeys.chunk_id(plaintext) != entry.chunk_id:
-                raise IntegrityError(f"{handle}: chunk {entry.chunk_id.hex()[:16]} has wrong content")
-            if entry.kind is not BlobKind(pack.kind):
-                raise IntegrityError(f"{handle}: holds a blob of the wrong kind")
     except ColdvaultError as exc:
+        handle = str(Handle(PACK_KINDS[pack.kind], pack.name))
         message = str(exc)
-        result.errors.append(message if str(handle) in message else f"{handle}: {message}")
+        result.errors.append(message if handle in message else f"{handle}: {message}")
+
+
+def read_pack(repo: Repository, pack: PackRecord) -> int:
+    """Download a whole pack; its name, header and every blob must verify and agree with the index.
+    Returns its size; raises the first problem."""
+    handle = Handle(PACK_KINDS[pack.kind], pack.name)
+    data = repo.store.get(handle)
+    verify_object(pack.name, data, str(handle))
+    header = read_header(repo.subkeys.meta, data, what=str(handle))
+    if sorted(header, key=lambda e: e.offset) != sorted(pack.entries, key=lambda e: e.offset):
+        raise IntegrityError(f"{handle}: its header and the index disagree")
+    for entry in header:
+        plaintext = decode_blob(
+            repo.subkeys.data, entry.kind, entry.chunk_id, data[entry.offset : entry.offset + entry.length],
+            entry.raw_length,
+        )  # fmt: skip
+        if repo.subkeys.chunk_id(plaintext) != entry.chunk_id:
+            raise IntegrityError(f"{handle}: chunk {entry.chunk_id.hex()[:16]} has wrong content")
+        if entry.kind is not BlobKind(pack.kind):
+            raise IntegrityError(f"{handle}: holds a blob of the wrong kind")
+    return len(data)

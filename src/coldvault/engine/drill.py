@@ -10,6 +10,7 @@ proven by its keyed hash, and every pack read has its lock read back from the pr
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -17,13 +18,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from coldvault.engine.check import read_pack
 from coldvault.engine.full_drill import FullDrill
 from coldvault.engine.warmup import warm_up
 from coldvault.errors import ColdvaultError, IntegrityError
 from coldvault.repo.blob import BlobKind
-from coldvault.repo.index import Location
+from coldvault.repo.index import Location, PackRecord
 from coldvault.repo.manifest import Snapshot
-from coldvault.repo.repository import Repository
+from coldvault.repo.repository import PACK_KINDS, Repository
 from coldvault.repo.tree import FILE, Node
 from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.protocol import Store
@@ -36,6 +38,15 @@ _CLOCK_SLACK = timedelta(hours=1)  # between the snapshot's time and its manifes
 class Sampling:
     files: int = 8  # per sampled snapshot
     older: int = 2  # older snapshots per source, besides the latest
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Whole packs read per drill, so that every pack of a target is read within ``days``."""
+
+    days: int
+    last_read: dict[str, str]  # pack name → when a drill last read it on this target (ISO 8601)
+    interval_days: float  # since the previous drill: how much of the period this drill stands for
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,8 @@ class TargetDrill:
     packs_read: set[Handle] = field(default_factory=set)
     warmup_s: float = 0.0
     verified: set[str] = field(default_factory=set)  # snapshots whose every sample read back whole
+    whole_packs: list[str] = field(default_factory=list)  # read whole for coverage, and verified
+    coverage: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -115,6 +128,7 @@ def drill_target(
     sampling: Sampling,
     lock: LockPolicy | None,
     now: datetime,
+    coverage: Coverage,
     *,
     report: Callable[[str], None],
     poll_interval: float = 60.0,
@@ -132,6 +146,8 @@ def drill_target(
         needed = {
             h for _, ranges in planned for _, node, offset, length in ranges for h in _packs(repo, node, offset, length)
         }
+        rotation = _rotation(repo, coverage, random.Random(f"{seed}:{name}"))
+        needed |= {Handle(PACK_KINDS[p.kind], p.name) for p in rotation}
         result.warmup_s = warm_up(repo, needed, report=report, poll_interval=poll_interval, monotonic=monotonic).waited
         for snapshot, of_snapshot in planned:
             errors = len(result.errors)
@@ -139,12 +155,47 @@ def drill_target(
                 _drill_range(result, repo, snapshot, position, node, offset, length, started, monotonic)
             if len(result.errors) == errors:
                 result.verified.add(snapshot.id)
+        _read_whole(result, repo, rotation)
+        result.coverage = _coverage_figures(repo, coverage, result.whole_packs, now)
         result.errors += [f"{name}: {message}" for message in repo.skipped]
         _check_locks(result, store, lock, drilled, now)
     except ColdvaultError as exc:
         result.errors.append(str(exc))
     result.duration_s = monotonic() - started
     return result
+
+
+def _rotation(repo: Repository, coverage: Coverage, rng: random.Random) -> list[PackRecord]:
+    """This drill's share of the packs: never read first, then the longest ago."""
+    packs = sorted(repo.index.packs(), key=lambda p: p.name)
+    share = min(1.0, max(coverage.interval_days, 0.0) / coverage.days)
+    count = math.ceil(len(packs) * share)
+    rng.shuffle(packs)
+    packs.sort(key=lambda p: coverage.last_read.get(p.name, ""))
+    return packs[:count]
+
+
+def _read_whole(result: TargetDrill, repo: Repository, packs: list[PackRecord]) -> None:
+    for pack in packs:
+        try:
+            result.bytes += read_pack(repo, pack)
+        except ColdvaultError as exc:
+            result.errors.append(f"pack {pack.name[:12]}: {exc}")
+            continue
+        result.whole_packs.append(pack.name)
+
+
+def _coverage_figures(repo: Repository, coverage: Coverage, read_now: list[str], now: datetime) -> dict[str, Any]:
+    since = (now - timedelta(days=coverage.days)).isoformat()
+    packs = [p.name for p in repo.index.packs()]
+    recent = {p for p in packs if coverage.last_read.get(p, "") >= since} | set(read_now)
+    return {
+        "days": coverage.days,
+        "packs": len(packs),
+        "read_now": len(read_now),
+        "read_within_days": len(recent),
+        "fraction": round(len(recent) / len(packs), 4) if packs else 1.0,
+    }
 
 
 def _plan(repo: Repository, snapshot: Snapshot, seed: int, sampling: Sampling) -> list[tuple[int, Node, int, int]]:
@@ -269,6 +320,7 @@ def body_of(
                 # A full restore of every source's latest snapshot: warm-up, then the bytes at the rate measured.
                 "rto_estimate_s": round(r.warmup_s + latest_bytes / r.throughput, 3) if r.throughput else None,
                 "verified_snapshots": sorted(r.verified),
+                "coverage": r.coverage,
                 "locks_checked": r.locks_checked,
                 "lock_violations": r.lock_violations,
                 "samples": [vars(s) for s in r.samples],

@@ -13,6 +13,8 @@ Tables:
               index object names the pack: a backup killed or failed before its index resumes
               by adopting those of its packs that reached a target, instead of uploading them again
     verified  (target, path) → when: the last time scrub read and verified the object there
+    drilled   (target, pack) → when: the last time a drill read, decrypted and verified the whole pack
+              there (pack coverage; lost with the state directory, after which coverage starts over)
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ CREATE TABLE IF NOT EXISTS pending (
     target TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL, since TEXT NOT NULL,
     PRIMARY KEY (target, path)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS packs (name TEXT PRIMARY KEY, record BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS drilled (
+    target TEXT NOT NULL, pack TEXT NOT NULL, at TEXT NOT NULL,
+    PRIMARY KEY (target, pack)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS verified (
     target TEXT NOT NULL, path TEXT NOT NULL, at TEXT NOT NULL,
     PRIMARY KEY (target, path)) WITHOUT ROWID;
@@ -159,3 +164,13 @@ class Journal:
     def last_verified(self, target: str) -> dict[str, str]:
         with self._lock:
             return dict(self._db.execute("SELECT path, at FROM verified WHERE target = ?", (target,)))
+
+    # ---- drill coverage ------------------------------------------------------------------
+
+    def record_drilled(self, target: str, packs: Iterable[str], at: str) -> None:
+        with self._write() as db:
+            db.executemany("INSERT OR REPLACE INTO drilled VALUES (?, ?, ?)", [(target, p, at) for p in packs])
+
+    def last_drilled(self, target: str) -> dict[str, str]:
+        with self._lock:
+            return dict(self._db.execute("SELECT pack, at FROM drilled WHERE target = ?", (target,)))
