@@ -1,0 +1,1 @@
+"""The long-running service: scheduler, systemd integration, metrics (see ../shared/DESIGN.md §5)."""
