@@ -113,7 +113,8 @@ def _full(body: dict[str, Any]) -> list[str]:
         "<h2>Full restore</h2>",
         f"<p>Snapshot <code>{_text(str(full.get('snapshot'))[:12])}</code> of {_text(full.get('source'))} from"
         f" {_text(full.get('target'))}: <span class={_cls(full.get('verdict'))}>{_text(full.get('verdict'))}</span>,"
-        f" {_text(full.get('files'))} files, {_size(full.get('bytes'))} in {_seconds(full.get('duration_s'))}</p>",
+        f" {_text(full.get('files'))} file{'' if full.get('files') == 1 else 's'}, {_size(full.get('bytes'))}"
+        f" in {_seconds(full.get('duration_s'))}</p>",
     ]
     if check:
         parts += [
@@ -127,7 +128,7 @@ def _full(body: dict[str, Any]) -> list[str]:
 def _charts(body: dict[str, Any]) -> list[str]:
     """Throughput per target and recovery point per source over the earlier drills and this one."""
     points = [*(body.get("history") or []), _figures(body)]
-    labels = [str(p.get("created") or "")[:10] for p in points]
+    labels = [str(p.get("created") or "")[:16].replace("T", " ") for p in points]
     throughput = _series(points, "throughput_bytes_per_s", 1 / (1 << 20))
     rpo = _series(points, "rpo_s", 1 / 3600)
     return [
@@ -155,7 +156,7 @@ def _series(points: list[dict[str, Any]], key: str, scale: float) -> dict[str, l
 
 
 def _line_chart(title: str, series: dict[str, list[float | None]], labels: list[str]) -> str:
-    width, height, left, bottom, top = 640, 220, 48, 28, 24
+    width, height, left, bottom, top = 640, 240, 48, 28, 48
     values = [v for line in series.values() for v in line if v is not None]
     if not values:
         return f"<p class=muted>{escape(title)}: no figures yet.</p>"
@@ -175,7 +176,7 @@ def _line_chart(title: str, series: dict[str, list[float | None]], labels: list[
         f'<line x1="{left}" y1="{y(0):.1f}" x2="{width - 10}" y2="{y(0):.1f}" stroke="#999"/>',
         f'<text x="4" y="{y(peak) + 4:.1f}">{peak:.3g}</text><text x="4" y="{y(0):.1f}">0</text>',
         f'<text x="{left}" y="{height - 8}">{escape(labels[0])}</text>',
-        f'<text x="{width - 80}" y="{height - 8}">{escape(labels[-1])}</text>',
+        f'<text x="{width - 10}" y="{height - 8}" text-anchor="end">{escape(labels[-1])}</text>',
     ]
     for n, (name, line) in enumerate(series.items()):
         colour = _COLOURS[n % len(_COLOURS)]
@@ -184,7 +185,9 @@ def _line_chart(title: str, series: dict[str, list[float | None]], labels: list[
             path = " ".join(f"{px:.1f},{py:.1f}" for px, py in dots)
             parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>')
         parts += [f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{colour}"/>' for px, py in dots]
-        parts.append(f'<text x="{left + 10 + 120 * n}" y="{top + 2}" fill="{colour}">{escape(name)}</text>')
+        legend = left + 130 * n
+        parts.append(f'<rect x="{legend}" y="24" width="10" height="10" fill="{colour}"/>')
+        parts.append(f'<text x="{legend + 14}" y="33">{escape(name)}</text>')
     return "".join([*parts, "</svg>"])
 
 
