@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coldvault.service.schedule import Schedule
+from coldvault.config.schedule import Schedule
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

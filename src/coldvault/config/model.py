@@ -10,6 +10,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from coldvault.config.schedule import Schedule
 from coldvault.errors import UsageError
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30}
@@ -49,6 +50,30 @@ def _expand_path(value: object) -> object:
         return os.environ[name]
 
     return os.path.expanduser(_VAR.sub(substitute, value))
+
+
+def _check_schedule(value: object) -> object:
+    if isinstance(value, str):
+        Schedule.parse(value)  # a ValueError names what is accepted
+    return value
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)?\s*$")
+_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _parse_duration(value: object) -> object:
+    """Accept 900 (seconds) or "15m", "1h", "30s", "1d"."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f'expected a duration such as 900, "30s", "15m", "1h" or "1d", got {value!r}')
+        return int(match.group(1)) * _SECONDS[match.group(2)]
+    return value
+
+
+ScheduleText = Annotated[str, BeforeValidator(_check_schedule)]
+Seconds = Annotated[int, BeforeValidator(_parse_duration), Field(ge=0)]
 
 
 def _split_command(value: object) -> object:
@@ -190,6 +215,8 @@ class Source(_Strict):
     one_file_system: bool = False
     command: Annotated[list[str] | None, BeforeValidator(_split_command)] = None
     filename: str | None = None
+    # When the daemon backs it up: five cron fields ("30 2 * * *", local time) or @hourly, @daily…
+    schedule: ScheduleText = "@daily"
 
     @model_validator(mode="after")
     def _one_kind(self) -> Source:
@@ -247,9 +274,22 @@ class DrillsConfig(_Strict):
     scratch_dir: ExpandedPath | None = None
 
 
+class DaemonConfig(_Strict):
+    """What ``coldvault daemon`` runs besides the sources' backups, and when (None: never)."""
+
+    drill: ScheduleText | None = "@daily"
+    scrub: ScheduleText | None = "@weekly"
+    sync: ScheduleText | None = "@hourly"
+    # Each run starts at a stable random point within this much of its slot, so that many
+    # hosts on one schedule do not hit the providers at the same second.
+    jitter: Seconds = 0
+    max_concurrent_jobs: int = Field(default=2, ge=1, le=16)
+
+
 class Config(_Strict):
     repository: RepositoryConfig = RepositoryConfig()
     drills: DrillsConfig = DrillsConfig()
+    daemon: DaemonConfig = DaemonConfig()
     targets: list[Target] = Field(min_length=1)
     sources: list[Source] = []
 
