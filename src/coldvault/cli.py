@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the signed report")
     _poll_interval(p)
 
+    p = command("daemon", commands.cmd_daemon, "run backups, sync, drills and scrub on their schedules (systemd)")
+    p.add_argument("--once", action="store_true", help="run every due job one time, then exit")
+    p.add_argument("--log-json", action="store_true", help="log JSON lines instead of journald-prefixed text")
+
     p = command("report", commands.cmd_report, "drill reports: the signing key, the local chain, offline verification")
     reports = p.add_subparsers(dest="report_command", required=True, metavar="ACTION")
     r = reports.add_parser("pubkey", help="print the public key that verifies the reports", parents=[common])

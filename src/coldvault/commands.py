@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -51,6 +52,9 @@ from coldvault.repo.report import Report, verify_chain, verify_report
 from coldvault.repo.report_page import render_page
 from coldvault.repo.repository import Repository, default_key_label
 from coldvault.repo.tree import FILE, SYMLINK, Node
+from coldvault.service.daemon import Daemon
+from coldvault.service.log import Log
+from coldvault.service.notify import Notifier
 from coldvault.session import Session
 from coldvault.storage.factory import check_target
 from coldvault.storage.handle import Handle, Kind
@@ -523,6 +527,21 @@ def _upload_reports(session: Session, log: ReportLog) -> None:
                 f"warning: reports could not be uploaded to {target.name}; the next drill tries again: {exc}",
                 file=sys.stderr,
             )
+
+
+def cmd_daemon(args: argparse.Namespace, session: Session) -> int:
+    """Run every job on its schedule until SIGTERM; with --once, every due job once."""
+    session.passphrase()  # the keys must be there before READY=1, not at the first job
+    session.signing_key(create=True)
+    daemon = Daemon(
+        session.config_path,
+        session.config,
+        session.state_dir,
+        log=Log(json_lines=args.log_json),
+        notifier=Notifier(),
+        clock=lambda: datetime.now().astimezone(),  # cron slots are in local time
+    )
+    return asyncio.run(daemon.once() if args.once else daemon.serve())
 
 
 def cmd_report(args: argparse.Namespace, session: Session) -> int:

@@ -1,0 +1,234 @@
+"""`coldvault daemon`: every job on its schedule, under systemd's eye.
+
+Jobs are a backup per source, sync, drill and scrub.  Each runs as a child `coldvault`
+command, so that a job that fails, hangs or leaks cannot take the service down, and its
+exit code says what went wrong (README, "Exit codes").  The loop, on the event loop:
+
+- every tick, start the jobs that are due (config.schedule: never run → at once; else the
+  next slot after the last run, so downtime costs one catch-up run, not one per slot), at
+  most ``daemon.max_concurrent_jobs`` at a time, never a job beside itself;
+- ping the watchdog from the loop, so a wedged loop gets the service restarted;
+- SIGHUP: reload the config, keep the old one if the new one is invalid;
+- SIGTERM: stop starting jobs, pass SIGTERM on to the running ones and wait for them
+  (a backup cut short resumes from its journal at the next start).
+
+When each job last ran, and how it ended, is kept in ``<state dir>/daemon.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from coldvault.config import Config, load_config
+from coldvault.config.schedule import Schedule
+from coldvault.errors import ColdvaultError
+from coldvault.service.log import Log
+from coldvault.service.notify import Notifier
+from coldvault.storage.private_file import write_private_file
+
+_TICK = 30.0  # seconds between looks at the schedule, when the watchdog asks for nothing shorter
+# Jobs in the order `--once` runs them: what a drill checks should be backed up and replicated first.
+_PHASES = ("backup", "sync", "drill", "scrub")
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str  # "backup:<source>", "sync", "drill", "scrub"
+    args: tuple[str, ...]  # the coldvault command that does it
+    schedule: Schedule
+
+    @property
+    def phase(self) -> int:
+        return _PHASES.index(self.name.split(":")[0])
+
+
+def jobs_of(config: Config) -> list[Job]:
+    jitter = timedelta(seconds=config.daemon.jitter)
+    jobs = [
+        Job(f"backup:{s.name}", ("backup", "--source", s.name, "--json"), Schedule.parse(s.schedule, jitter))
+        for s in config.sources
+    ]
+    for name, expression in (
+        ("sync", config.daemon.sync),
+        ("drill", config.daemon.drill),
+        ("scrub", config.daemon.scrub),
+    ):
+        if expression is not None:
+            jobs.append(Job(name, (name, "--json"), Schedule.parse(expression, jitter)))
+    return jobs
+
+
+@dataclass
+class JobRecord:
+    last_run: datetime | None = None
+    last_success: datetime | None = None
+    last_exit: int | None = None
+
+
+@dataclass
+class Ledger:
+    """When each job last ran and how it ended; survives restarts."""
+
+    path: Path
+    records: dict[str, JobRecord] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> Ledger:
+        records: dict[str, JobRecord] = {}
+        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+            for name, doc in json.loads(path.read_text()).items():
+                records[name] = JobRecord(
+                    *(datetime.fromisoformat(doc[k]) if doc.get(k) else None for k in ("last_run", "last_success")),
+                    doc.get("last_exit"),
+                )
+        return cls(path, records)
+
+    def record(self, name: str) -> JobRecord:
+        return self.records.setdefault(name, JobRecord())
+
+    def save(self) -> None:
+        doc = {
+            name: {
+                "last_run": r.last_run.isoformat() if r.last_run else None,
+                "last_success": r.last_success.isoformat() if r.last_success else None,
+                "last_exit": r.last_exit,
+            }
+            for name, r in self.records.items()
+        }
+        write_private_file(self.path, json.dumps(doc, indent=1, sort_keys=True).encode())
+
+
+class Daemon:
+    def __init__(
+        self,
+        config_path: Path,
+        config: Config,
+        state_dir: Path,
+        *,
+        log: Log,
+        notifier: Notifier,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.log = log
+        self.notifier = notifier
+        self.clock = clock
+        self.ledger = Ledger.load(state_dir / "daemon.json")
+        self.running: dict[str, asyncio.subprocess.Process] = {}
+        self.failed = 0
+        self._active: dict[str, asyncio.Task[None]] = {}  # started or waiting for a slot, by job name
+        self._stopping = asyncio.Event()
+        self._slots = asyncio.Semaphore(config.daemon.max_concurrent_jobs)
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self.notifier.ready(self._status())
+        self.log.info(f"ready: {len(jobs_of(self.config))} jobs scheduled")
+        tick = min(_TICK, self.notifier.watchdog_interval or _TICK)
+        while not self._stopping.is_set():
+            self.start_due()
+            self.notifier.watchdog()  # from the loop itself: it only arrives while the loop turns
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=tick)
+        await self._drain()
+        return 0
+
+    async def once(self) -> int:
+        """Every due job one time, phase by phase (backups, sync, drill, scrub); 0 if all succeeded."""
+        self.notifier.ready(self._status())
+        for phase in range(len(_PHASES)):
+            self.start_due(phase=phase)
+            await self._wait_all()
+        self.notifier.stopping()
+        return 1 if self.failed else 0
+
+    def reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            self.config = load_config(self.config_path)
+        except ColdvaultError as exc:
+            self.log.error(f"reload refused, still running the previous config: {exc}")
+        else:
+            self.log.info("reloaded the config")
+        self.notifier.ready(self._status())
+
+    async def _drain(self) -> None:
+        self.notifier.stopping()
+        self.log.info(f"stopping: waiting for {len(self.running)} running jobs")
+        for process in self.running.values():
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        await self._wait_all()
+
+    async def _wait_all(self) -> None:
+        while self._active:
+            await asyncio.gather(*list(self._active.values()), return_exceptions=True)
+
+    # ---- jobs ----------------------------------------------------------------------------
+
+    def start_due(self, *, phase: int | None = None) -> None:
+        """Start every due job that is not already running (or waiting for a slot)."""
+        now = self.clock()
+        for job in jobs_of(self.config):
+            if job.name in self._active or (phase is not None and job.phase != phase):
+                continue
+            if job.schedule.due(self.ledger.record(job.name).last_run, now, job=job.name):
+                self.ledger.record(job.name).last_run = now
+                self.ledger.save()
+                task = asyncio.get_running_loop().create_task(self._run(job))
+                self._active[job.name] = task
+                task.add_done_callback(lambda _, name=job.name: self._active.pop(name, None))
+
+    async def _run(self, job: Job) -> None:
+        argv = [sys.executable, "-m", "coldvault", "--config", str(self.config_path), "--quiet", *job.args]
+        async with self._slots:
+            if self._stopping.is_set():
+                return
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+            except OSError as exc:
+                self._finished(job, None, f"cannot start: {exc.strerror}")
+                return
+            self.running[job.name] = process
+            self.notifier.status(self._status())
+            self.log.info(f"{job.name}: started")
+            _, stderr = await process.communicate()
+            del self.running[job.name]
+        for line in stderr.decode(errors="replace").splitlines():
+            if line.strip():
+                self.log.warning(f"{job.name}: {line}")
+        self._finished(job, process.returncode, None)
+
+    def _finished(self, job: Job, exit_code: int | None, problem: str | None) -> None:
+        record = self.ledger.record(job.name)
+        record.last_exit = exit_code
+        if exit_code == 0:
+            record.last_success = self.clock()
+            self.log.info(f"{job.name}: done")
+        else:
+            self.failed += 1
+            self.log.error(f"{job.name}: {problem or f'failed with exit code {exit_code}'}")
+        self.ledger.save()
+        self.notifier.status(self._status())
+
+    def _status(self) -> str:
+        return f"running {', '.join(sorted(self.running))}" if self.running else "idle"

@@ -1,0 +1,97 @@
+"""`coldvault daemon` as systemd runs it: notify socket, watchdog, SIGHUP reload, SIGTERM, and --once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_cli import CLI
+from test_replication_cli import config
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> CLI:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "file").write_bytes(os.urandom(100_000))
+    tool = CLI(tmp_path)
+    tool.write_config(config(tmp_path))
+    assert tool("init").returncode == 0
+    return tool
+
+
+def test_once_runs_every_job_in_order_and_remembers_it(cli: CLI, tmp_path: Path) -> None:
+    done = cli("daemon", "--once")
+    assert done.returncode == 0, done.stderr
+    log = done.stderr.decode().splitlines()
+    started = [line.removeprefix("<6>").split(":")[0] for line in log if line.endswith(": started")]
+    assert started == ["backup", "sync", "drill", "scrub"]
+    ledger = json.loads((tmp_path / "state" / "daemon.json").read_text())
+    assert set(ledger) == {"backup:files", "sync", "drill", "scrub"}
+    assert all(job["last_exit"] == 0 and job["last_success"] for job in ledger.values())
+    assert len(list((tmp_path / "state" / "reports").glob("*.json"))) == 1
+
+    again = cli("daemon", "--once")  # nothing is due again before tomorrow
+    assert again.returncode == 0 and b"started" not in again.stderr
+
+
+def test_a_failing_job_is_logged_with_its_exit_code_and_fails_once(cli: CLI, tmp_path: Path) -> None:
+    (tmp_path / "data").rename(tmp_path / "gone")
+    done = cli("daemon", "--once")
+    assert done.returncode == 1
+    assert b"<3>backup:files: failed with exit code 15" in done.stderr
+
+
+def test_under_systemd_it_notifies_pings_reloads_and_stops(cli: CLI, tmp_path: Path) -> None:
+    assert cli("daemon", "--once").returncode == 0  # everything ran: the service starts idle
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(address)
+        notify.settimeout(10)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COLDVAULT_")}
+        env.update(
+            COLDVAULT_PASSPHRASE="correct horse battery staple",
+            XDG_STATE_HOME=str(tmp_path / "state"),
+            NOTIFY_SOCKET=address,
+            WATCHDOG_USEC="1000000",  # a ping at least every half second
+        )
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "coldvault", "--config", str(cli.config), "daemon"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            messages = [notify.recv(4096).decode()]
+            assert messages[0].startswith("READY=1")
+            started = time.monotonic()
+            pings = 0
+            while pings < 3:
+                pings += notify.recv(4096) == b"WATCHDOG=1"
+            assert time.monotonic() - started < 3
+
+            cli.config.write_text("this is not toml [")
+            daemon.send_signal(signal.SIGHUP)
+            seen = ""
+            while "READY=1" not in seen:
+                seen += notify.recv(4096).decode() + "\n"
+            assert "RELOADING=1" in seen and "MONOTONIC_USEC=" in seen
+            assert daemon.poll() is None, "an invalid config does not stop the service"
+
+            daemon.send_signal(signal.SIGTERM)
+            seen = ""
+            while "STOPPING=1" not in seen:
+                seen += notify.recv(4096).decode() + "\n"
+            assert daemon.wait(timeout=10) == 0
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+    stderr = daemon.stderr.read().decode() if daemon.stderr else ""
+    assert "reload refused, still running the previous config" in stderr
+    assert "Traceback" not in stderr
