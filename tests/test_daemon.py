@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,51 @@ def test_under_systemd_it_notifies_pings_reloads_and_stops(cli: CLI, tmp_path: P
     stderr = daemon.stderr.read().decode() if daemon.stderr else ""
     assert "reload refused, still running the previous config" in stderr
     assert "Traceback" not in stderr
+
+
+def test_metrics_are_served_and_no_secret_is_written_anywhere(cli: CLI, tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from coldvault.emulators import free_port
+
+    port = free_port()
+    cli.write_config(config(tmp_path) + f'\n[daemon]\nmetrics = "127.0.0.1:{port}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLDVAULT_")}
+    env.update(COLDVAULT_PASSPHRASE="correct horse battery staple", XDG_STATE_HOME=str(tmp_path / "state"))
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "coldvault", "--config", str(cli.config), "daemon", "--log-json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        deadline = time.monotonic() + 60
+        while ("coldvault_job_last_success_timestamp_seconds", (("job", "scrub"),)) not in samples:
+            assert time.monotonic() < deadline and daemon.poll() is None, samples
+            time.sleep(0.3)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+                    text = answer.read().decode()
+            except OSError:
+                continue
+            samples = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+            }
+        assert samples[("coldvault_drill_pass", (("target", "far"),))] == 1
+        assert samples[("coldvault_rpo_seconds", (("source", "files"),))] >= 0
+        assert samples[("coldvault_uploaded_bytes_total", (("source", "files"),))] > 0
+        assert samples[("coldvault_target_lag_objects", (("target", "far"),))] == 0
+        assert ("coldvault_target_last_snapshot_timestamp_seconds", (("target", "near"),)) in samples
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _, stderr = daemon.communicate(timeout=30)
+    logs = [json.loads(line) for line in stderr.decode().splitlines()]
+    assert {"time", "level", "message"} <= set(logs[0])
+
+    secret = b"correct horse battery staple"
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert secret not in stderr and secret not in text.encode()
+    assert not [p for p in written if secret in p.read_bytes()], "the passphrase reached a file"

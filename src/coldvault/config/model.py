@@ -53,6 +53,9 @@ def _expand_path(value: object) -> object:
 
 
 def _check_schedule(value: object) -> object:
+    """A cron expression or alias, checked now; "never" turns the job off."""
+    if value == "never":
+        return None
     if isinstance(value, str):
         Schedule.parse(value)  # a ValueError names what is accepted
     return value
@@ -72,7 +75,7 @@ def _parse_duration(value: object) -> object:
     return value
 
 
-ScheduleText = Annotated[str, BeforeValidator(_check_schedule)]
+ScheduleText = Annotated[str | None, BeforeValidator(_check_schedule)]
 Seconds = Annotated[int, BeforeValidator(_parse_duration), Field(ge=0)]
 
 
@@ -215,7 +218,8 @@ class Source(_Strict):
     one_file_system: bool = False
     command: Annotated[list[str] | None, BeforeValidator(_split_command)] = None
     filename: str | None = None
-    # When the daemon backs it up: five cron fields ("30 2 * * *", local time) or @hourly, @daily…
+    # When the daemon backs it up: five cron fields ("30 2 * * *", local time), @hourly, @daily…,
+    # or "never" (only by hand).
     schedule: ScheduleText = "@daily"
 
     @model_validator(mode="after")
@@ -275,15 +279,25 @@ class DrillsConfig(_Strict):
 
 
 class DaemonConfig(_Strict):
-    """What ``coldvault daemon`` runs besides the sources' backups, and when (None: never)."""
+    """What ``coldvault daemon`` runs besides the sources' backups, and when ("never": not at all)."""
 
-    drill: ScheduleText | None = "@daily"
-    scrub: ScheduleText | None = "@weekly"
-    sync: ScheduleText | None = "@hourly"
+    drill: ScheduleText = "@daily"
+    scrub: ScheduleText = "@weekly"
+    sync: ScheduleText = "@hourly"
     # Each run starts at a stable random point within this much of its slot, so that many
     # hosts on one schedule do not hit the providers at the same second.
     jitter: Seconds = 0
     max_concurrent_jobs: int = Field(default=2, ge=1, le=16)
+    # Prometheus metrics at http://ADDRESS/metrics; loopback by default, "off" for none.
+    metrics: Annotated[str | None, BeforeValidator(lambda v: None if v == "off" else v)] = "127.0.0.1:9464"
+
+    @model_validator(mode="after")
+    def _address(self) -> DaemonConfig:
+        if self.metrics is not None:
+            host, _, port = self.metrics.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f'metrics must be "HOST:PORT" (e.g. "127.0.0.1:9464") or "off", got {self.metrics!r}')
+        return self
 
 
 class Config(_Strict):

@@ -27,10 +27,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from prometheus_client import start_http_server
+
 from coldvault.config import Config, load_config
 from coldvault.config.schedule import Schedule
 from coldvault.errors import ColdvaultError
 from coldvault.service.log import Log
+from coldvault.service.metrics import Metrics
 from coldvault.service.notify import Notifier
 from coldvault.storage.private_file import write_private_file
 
@@ -55,6 +58,7 @@ def jobs_of(config: Config) -> list[Job]:
     jobs = [
         Job(f"backup:{s.name}", ("backup", "--source", s.name, "--json"), Schedule.parse(s.schedule, jitter))
         for s in config.sources
+        if s.schedule is not None
     ]
     for name, expression in (
         ("sync", config.daemon.sync),
@@ -123,6 +127,7 @@ class Daemon:
         self.notifier = notifier
         self.clock = clock
         self.ledger = Ledger.load(state_dir / "daemon.json")
+        self.metrics = Metrics()
         self.running: dict[str, asyncio.subprocess.Process] = {}
         self.failed = 0
         self._active: dict[str, asyncio.Task[None]] = {}  # started or waiting for a slot, by job name
@@ -136,6 +141,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
         loop.add_signal_handler(signal.SIGINT, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self._serve_metrics()
         self.notifier.ready(self._status())
         self.log.info(f"ready: {len(jobs_of(self.config))} jobs scheduled")
         tick = min(_TICK, self.notifier.watchdog_interval or _TICK)
@@ -155,6 +161,18 @@ class Daemon:
             await self._wait_all()
         self.notifier.stopping()
         return 1 if self.failed else 0
+
+    def _serve_metrics(self) -> None:
+        address = self.config.daemon.metrics
+        if address is None:
+            return
+        host, _, port = address.rpartition(":")
+        try:
+            start_http_server(int(port), host.strip("[]"), registry=self.metrics.registry)
+        except OSError as exc:
+            self.log.error(f"metrics: cannot listen on {address} ({exc.strerror}); running without them")
+            return
+        self.log.info(f"metrics on http://{address}/metrics")
 
     def reload(self) -> None:
         self.notifier.reloading()
@@ -211,11 +229,13 @@ class Daemon:
             self.running[job.name] = process
             self.notifier.status(self._status())
             self.log.info(f"{job.name}: started")
-            _, stderr = await process.communicate()
+            started = self.clock()
+            stdout, stderr = await process.communicate()
             del self.running[job.name]
         for line in stderr.decode(errors="replace").splitlines():
             if line.strip():
                 self.log.warning(f"{job.name}: {line}")
+        self.metrics.job_finished(job.name, started, self.clock(), process.returncode, stdout)
         self._finished(job, process.returncode, None)
 
     def _finished(self, job: Job, exit_code: int | None, problem: str | None) -> None:
