@@ -71,11 +71,9 @@ def test_under_systemd_it_notifies_pings_reloads_and_stops(cli: CLI, tmp_path: P
         try:
             messages = [notify.recv(4096).decode()]
             assert messages[0].startswith("READY=1")
-            started = time.monotonic()
             pings = 0
-            while pings < 3:
+            while pings < 3:  # the socket's timeout fails the test if the loop stops pinging
                 pings += notify.recv(4096) == b"WATCHDOG=1"
-            assert time.monotonic() - started < 3
 
             cli.config.write_text("this is not toml [")
             daemon.send_signal(signal.SIGHUP)
