@@ -114,7 +114,8 @@ def test_metrics_are_served_and_no_secret_is_written_anywhere(cli: CLI, tmp_path
     try:
         samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         deadline = time.monotonic() + 60
-        while ("coldvault_job_last_success_timestamp_seconds", (("job", "scrub"),)) not in samples:
+        jobs = ("backup:files", "sync", "drill", "scrub")
+        while not all(("coldvault_job_last_success_timestamp_seconds", (("job", j),)) in samples for j in jobs):
             assert time.monotonic() < deadline and daemon.poll() is None, samples
             time.sleep(0.3)
             try:

@@ -132,14 +132,15 @@ class Daemon:
         self.failed = 0
         self._active: dict[str, asyncio.Task[None]] = {}  # started or waiting for a slot, by job name
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()  # a job ended, or a stop was asked for: look at the schedule now
         self._slots = asyncio.Semaphore(config.daemon.max_concurrent_jobs)
 
     # ---- lifecycle -----------------------------------------------------------------------
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
-        loop.add_signal_handler(signal.SIGINT, self._stopping.set)
+        loop.add_signal_handler(signal.SIGTERM, self._stop)
+        loop.add_signal_handler(signal.SIGINT, self._stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         self._serve_metrics()
         self.notifier.ready(self._status())
@@ -149,7 +150,8 @@ class Daemon:
             self.start_due()
             self.notifier.watchdog()  # from the loop itself: it only arrives while the loop turns
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=tick)
+                await asyncio.wait_for(self._wake.wait(), timeout=tick)
+            self._wake.clear()
         await self._drain()
         return 0
 
@@ -161,6 +163,10 @@ class Daemon:
             await self._wait_all()
         self.notifier.stopping()
         return 1 if self.failed else 0
+
+    def _stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
 
     def _serve_metrics(self) -> None:
         address = self.config.daemon.metrics
@@ -199,17 +205,23 @@ class Daemon:
     # ---- jobs ----------------------------------------------------------------------------
 
     def start_due(self, *, phase: int | None = None) -> None:
-        """Start every due job that is not already running (or waiting for a slot)."""
+        """Start every due job that is not already running (or waiting for a slot).  A job waits while
+        one of an earlier phase is due or running, so that a drill checks the backups just made."""
         now = self.clock()
-        for job in jobs_of(self.config):
-            if job.name in self._active or (phase is not None and job.phase != phase):
+        jobs = jobs_of(self.config)
+        active = [j for j in jobs if j.name in self._active]
+        due = [j for j in jobs if j not in active and j.schedule.due(self._last_run(j), now, job=j.name)]
+        for job in due:
+            if (phase is not None and job.phase != phase) or any(o.phase < job.phase for o in due + active):
                 continue
-            if job.schedule.due(self.ledger.record(job.name).last_run, now, job=job.name):
-                self.ledger.record(job.name).last_run = now
-                self.ledger.save()
-                task = asyncio.get_running_loop().create_task(self._run(job))
-                self._active[job.name] = task
-                task.add_done_callback(lambda _, name=job.name: self._active.pop(name, None))
+            self.ledger.record(job.name).last_run = now
+            self.ledger.save()
+            task = asyncio.get_running_loop().create_task(self._run(job))
+            self._active[job.name] = task
+            task.add_done_callback(lambda _, name=job.name: self._active.pop(name, None))
+
+    def _last_run(self, job: Job) -> datetime | None:
+        return self.ledger.record(job.name).last_run
 
     async def _run(self, job: Job) -> None:
         argv = [sys.executable, "-m", "coldvault", "--config", str(self.config_path), "--quiet", *job.args]
@@ -249,6 +261,7 @@ class Daemon:
             self.log.error(f"{job.name}: {problem or f'failed with exit code {exit_code}'}")
         self.ledger.save()
         self.notifier.status(self._status())
+        self._wake.set()  # a job of the next phase may be waiting for this one
 
     def _status(self) -> str:
         return f"running {', '.join(sorted(self.running))}" if self.running else "idle"
