@@ -41,6 +41,12 @@ def test_once_runs_every_job_in_order_and_remembers_it(cli: CLI, tmp_path: Path)
     again = cli("daemon", "--once")  # nothing is due again before tomorrow
     assert again.returncode == 0 and b"started" not in again.stderr
 
+    status = json.loads(cli("status", "--json").stdout)
+    jobs = {j["job"]: j for j in status["jobs"]}
+    assert jobs["drill"]["schedule"] == "0 0 * * *" and jobs["drill"]["last_exit"] == 0
+    assert jobs["sync"]["next_run"] > jobs["sync"]["last_run"]
+    assert b"NEXT RUN" in cli("status").stdout
+
 
 def test_a_failing_job_is_logged_with_its_exit_code_and_fails_once(cli: CLI, tmp_path: Path) -> None:
     (tmp_path / "data").rename(tmp_path / "gone")

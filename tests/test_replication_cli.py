@@ -103,7 +103,7 @@ def test_a_lagging_target_is_reported_shown_by_status_and_caught_up_by_sync(cli:
 
     status = cli("status", "--json")
     assert status.returncode == 0
-    by_name = {t["name"]: t for t in json.loads(status.stdout)}
+    by_name = {t["name"]: t for t in json.loads(status.stdout)["targets"]}
     assert by_name["far"]["objects"] == 2, "the config and the key slot, from init"
     assert by_name["far"]["lag_objects"] == by_name["near"]["objects"] - 2
     assert by_name["near"]["lag_objects"] == 0 and by_name["near"]["last_upload"]
@@ -114,7 +114,7 @@ def test_a_lagging_target_is_reported_shown_by_status_and_caught_up_by_sync(cli:
     assert files(tmp_path / "near") == files(tmp_path / "far")
     assert not files(tmp_path / "state" / "staging"), "staged copies are dropped once delivered"
     status = cli("status", "--json")
-    assert all(t["lag_objects"] == 0 for t in json.loads(status.stdout))
+    assert all(t["lag_objects"] == 0 for t in json.loads(status.stdout)["targets"])
 
 
 def test_scrub_repairs_one_target_and_it_then_restores_alone(cli: CLI, tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ from coldvault.repo.report import Report, verify_chain, verify_report
 from coldvault.repo.report_page import render_page
 from coldvault.repo.repository import Repository, default_key_label
 from coldvault.repo.tree import FILE, SYMLINK, Node
-from coldvault.service.daemon import Daemon
+from coldvault.service.daemon import Daemon, Ledger, jobs_of
 from coldvault.service.log import Log
 from coldvault.service.notify import Notifier
 from coldvault.session import Session
@@ -337,8 +337,9 @@ def cmd_status(args: argparse.Namespace, session: Session) -> int:
                 "last_upload": replicas.journal.last_stored(r.name),
             }
         )
+    jobs = _job_times(session)
     if args.json:
-        _emit_json(docs)
+        _emit_json({"targets": docs, "jobs": jobs})
     else:
         print(f"{'TARGET':16}  {'REACHABLE':9}  {'OBJECTS':>8}  {'SIZE':>10}  {'LAG':>16}  LAST UPLOAD (UTC)")
         for d in docs:
@@ -350,10 +351,38 @@ def cmd_status(args: argparse.Namespace, session: Session) -> int:
             )
             if d["error"]:
                 print(f"  {d['error']}")
+        print(f"\n{'JOB':20}  {'SCHEDULE':14}  {'LAST RUN':19}  {'RESULT':8}  NEXT RUN")
+        for j in jobs:
+            result = {None: "", 0: "ok"}.get(j["last_exit"], f"exit {j['last_exit']}")  # type: ignore[call-overload]
+            print(
+                f"{str(j['job'])[:20]:20}  {str(j['schedule'])[:14]:14}  {str(j['last_run'] or 'never')[:19]:19}"
+                f"  {result:8}  {str(j['next_run'])[:19]}"
+            )
     unreachable = [str(d["name"]) for d in docs if not d["reachable"]]
     if unreachable:
         raise TargetError(f"{', '.join(unreachable)} unreachable; see above")
     return EXIT_OK
+
+
+def _job_times(session: Session) -> list[dict[str, object]]:
+    """The daemon's jobs: when each last ran (from its ledger), how it ended, and when it runs next."""
+    ledger = Ledger.load(session.state_dir / "daemon.json")
+    now = datetime.now().astimezone()
+    docs: list[dict[str, object]] = []
+    for job in jobs_of(session.config):
+        record = ledger.record(job.name)
+        upcoming = job.schedule.next_after(record.last_run, job=job.name) if record.last_run else None
+        docs.append(
+            {
+                "job": job.name,
+                "schedule": job.schedule.expression,
+                "last_run": record.last_run.isoformat() if record.last_run else None,
+                "last_success": record.last_success.isoformat() if record.last_success else None,
+                "last_exit": record.last_exit,
+                "next_run": upcoming.isoformat() if upcoming and upcoming > now else "due now",
+            }
+        )
+    return docs
 
 
 def cmd_key(args: argparse.Namespace, session: Session) -> int:
