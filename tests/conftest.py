@@ -68,17 +68,13 @@ def make_s3_bucket(server: emulators.Emulator, name: str, region: str, target: s
 
     credentials = tmp_path / f"aws-{target}.json"
     write_secret_file(credentials, b'{"access_key_id": "AKIATEST", "secret_access_key": "test-secret"}')
+    emulators.create_s3_bucket(server.endpoint, name, region)
     client = boto3.client(
         "s3",
         endpoint_url=server.endpoint,
         region_name=region,
-        aws_access_key_id="AKIATEST",
-        aws_secret_access_key="test-secret",
-    )
-    client.create_bucket(
-        Bucket=name,
-        CreateBucketConfiguration={"LocationConstraint": region},
-        ObjectLockEnabledForBucket=True,
+        aws_access_key_id=emulators.MOTO_ACCESS_KEY,
+        aws_secret_access_key=emulators.MOTO_SECRET_KEY,
     )
     settings = {
         "name": target,
@@ -103,10 +99,11 @@ def make_gcs_bucket(server: emulators.Emulator, name: str, target: str) -> Cloud
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
+    emulators.create_gcs_bucket(server.endpoint, name)
     client = storage.Client(
         project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": server.endpoint}
     )
-    bucket = client.create_bucket(name)
+    bucket = client.bucket(name)
     settings = {"name": target, "type": "gcs", "bucket": name, "endpoint": server.endpoint, "lock": False}
     return CloudBucket("gcs", settings, lambda key, data: bucket.blob(key).upload_from_string(data))
 
@@ -124,7 +121,8 @@ def azure_container(azurite_server: emulators.Emulator, bucket_name: str, tmp_pa
     connection = emulators.azurite_connection_string(azurite_server.endpoint)
     credentials = tmp_path / "azure.conn"
     write_secret_file(credentials, connection.encode())
-    container = BlobServiceClient.from_connection_string(connection).create_container(bucket_name)
+    emulators.create_azure_container(azurite_server.endpoint, bucket_name)
+    container = BlobServiceClient.from_connection_string(connection).get_container_client(bucket_name)
     target = {
         "name": "azure-we",
         "type": "azure",

@@ -167,3 +167,40 @@ def running(emulator: Emulator) -> Iterator[Emulator]:
         yield emulator
     finally:
         emulator.stop()
+
+
+# ---- buckets on the emulators, as an operator would set them up (OPERATIONS.md) ----------------
+
+# moto accepts any key pair; these only have to look like one.
+MOTO_ACCESS_KEY, MOTO_SECRET_KEY = "AKIATEST", "test-secret"
+
+
+def create_s3_bucket(endpoint: str, name: str, region: str, *, object_lock: bool = True) -> None:
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=MOTO_ACCESS_KEY,
+        aws_secret_access_key=MOTO_SECRET_KEY,
+    )
+    client.create_bucket(
+        Bucket=name, CreateBucketConfiguration={"LocationConstraint": region}, ObjectLockEnabledForBucket=object_lock
+    )
+
+
+def create_gcs_bucket(endpoint: str, name: str) -> None:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    client = storage.Client(
+        project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": endpoint}
+    )
+    client.create_bucket(name)
+
+
+def create_azure_container(endpoint: str, name: str) -> None:
+    from azure.storage.blob import BlobServiceClient
+
+    BlobServiceClient.from_connection_string(azurite_connection_string(endpoint)).create_container(name)

@@ -38,8 +38,8 @@ def _parse_size(value: object) -> object:
     return value
 
 
-def _expand_path(value: object) -> object:
-    """Expand ${VAR} (for ${CREDENTIALS_DIRECTORY} and ${STATE_DIRECTORY}) and a leading ~."""
+def _expand_vars(value: object) -> object:
+    """Expand ${VAR}: ${CREDENTIALS_DIRECTORY} and ${STATE_DIRECTORY} under systemd, an emulator's port."""
     if not isinstance(value, str):
         return value
 
@@ -49,7 +49,13 @@ def _expand_path(value: object) -> object:
             raise ValueError(f"uses ${{{name}}}, which is not set in the environment")
         return os.environ[name]
 
-    return os.path.expanduser(_VAR.sub(substitute, value))
+    return _VAR.sub(substitute, value)
+
+
+def _expand_path(value: object) -> object:
+    """Expand ${VAR} and a leading ~."""
+    expanded = _expand_vars(value)
+    return os.path.expanduser(expanded) if isinstance(expanded, str) else expanded
 
 
 def _check_schedule(value: object) -> object:
@@ -157,7 +163,7 @@ class _CloudTarget(_Strict):
     STORAGE_CLASSES: ClassVar[frozenset[str]]  # where packs may go; set by each cloud
     name: Name
     prefix: str = ""
-    endpoint: Annotated[str | None, Field(pattern=_ENDPOINT)] = None
+    endpoint: Annotated[str | None, BeforeValidator(_expand_vars), Field(pattern=_ENDPOINT)] = None
     storage_class: str | None = None
     lock: Lock = LockConfig()
     credentials_file: ExpandedPath | None = None
