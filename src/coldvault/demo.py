@@ -135,7 +135,7 @@ def keep_running(env: dict[str, str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     stay = "--keep-running" in (argv if argv is not None else sys.argv[1:])
     started = time.monotonic()
-    out = ROOT / "demo-out"
+    out = Path(os.environ.get("COLDVAULT_DEMO_OUT", ROOT / "demo-out"))  # the tests point it elsewhere
     shutil.rmtree(out, ignore_errors=True)
     (out / "secrets").mkdir(parents=True)
     write_secret_file(out / "secrets" / "passphrase", secrets.token_urlsafe(24).encode())
