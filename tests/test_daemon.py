@@ -149,3 +149,68 @@ def test_metrics_are_served_and_no_secret_is_written_anywhere(cli: CLI, tmp_path
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert secret not in stderr and secret not in text.encode()
     assert not [p for p in written if secret in p.read_bytes()], "the passphrase reached a file"
+
+
+def test_the_webhook_hears_of_every_job_and_a_failed_one_is_retried(cli: CLI, tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    heard: list[tuple[str, str]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the standard library's name
+            heard.append((self.path, self.rfile.read(int(self.headers["Content-Length"])).decode()))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        hook = f"http://127.0.0.1:{server.server_port}/ping/secret-token"
+        cli.write_config(config(tmp_path) + f'\n[daemon]\nwebhook = "{hook}"\nretry_delay = 0\n')
+        (tmp_path / "data").rename(tmp_path / "gone")
+        done = cli("daemon", "--once")
+        assert done.returncode == 1
+        assert ("/ping/secret-token/fail", "backup:files: failed with exit code 15") in heard
+        assert ("/ping/secret-token", "drill: ok") in heard
+        assert b"secret-token" not in done.stderr, "the webhook URL may carry a token: never logged"
+
+        (tmp_path / "gone").rename(tmp_path / "data")
+        heard.clear()
+        again = cli("daemon", "--once")  # the failed backup runs again at once (retry_delay = 0)
+        assert again.returncode == 0 and heard == [("/ping/secret-token", "backup:files: ok")]
+    finally:
+        server.shutdown()
+
+
+def test_sigterm_during_a_backup_stops_cleanly_and_the_next_run_resumes(cli: CLI, tmp_path: Path) -> None:
+    for i in range(24):
+        (tmp_path / "data" / f"big{i}").write_bytes(os.urandom(2 << 20))
+    cli.write_config(config(tmp_path) + '\n[daemon]\nretry_delay = 0\nmetrics = "off"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLDVAULT_")}
+    env.update(COLDVAULT_PASSPHRASE="correct horse battery staple", XDG_STATE_HOME=str(tmp_path / "state"))
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "coldvault", "--config", str(cli.config), "daemon"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "near" / "data").rglob("*")) if (tmp_path / "near" / "data").exists() else True:
+        assert time.monotonic() < deadline and daemon.poll() is None
+        time.sleep(0.05)
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=60) == 0
+    stderr = daemon.stderr.read().decode() if daemon.stderr else ""
+    assert "stopping: waiting for 1 running jobs" in stderr
+    ledger = json.loads((tmp_path / "state" / "daemon.json").read_text())
+    assert ledger["backup:files"]["last_exit"] not in (0, None), "the interrupted backup is recorded as such"
+    assert not (tmp_path / "near" / "snapshots").exists() or not list((tmp_path / "near" / "snapshots").iterdir())
+
+    done = cli("daemon", "--once")  # resumes: the interrupted backup is due again at once
+    assert done.returncode == 0, done.stderr
+    assert cli("check", "--read-data").returncode == 0
+    assert len(list((tmp_path / "near" / "snapshots").iterdir())) == 1

@@ -294,6 +294,11 @@ class DaemonConfig(_Strict):
     # hosts on one schedule do not hit the providers at the same second.
     jitter: Seconds = 0
     max_concurrent_jobs: int = Field(default=2, ge=1, le=16)
+    # A job that failed, or never ended (the service stopped or crashed), runs again this long
+    # after it started, instead of waiting for its next slot.
+    retry_delay: Seconds = 900
+    # Pinged after every job, healthchecks-style: the URL on success, URL/fail on failure.
+    webhook: Annotated[str | None, Field(pattern=r"^https?://\S+$")] = None
     # Prometheus metrics at http://ADDRESS/metrics; loopback by default, "off" for none.
     metrics: Annotated[str | None, BeforeValidator(lambda v: None if v == "off" else v)] = "127.0.0.1:9464"
 

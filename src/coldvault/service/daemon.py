@@ -22,6 +22,7 @@ import contextlib
 import json
 import signal
 import sys
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -133,6 +134,8 @@ class Daemon:
         self._active: dict[str, asyncio.Task[None]] = {}  # started or waiting for a slot, by job name
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()  # a job ended, or a stop was asked for: look at the schedule now
+        self._pings: set[asyncio.Future[None]] = set()
+        self._done_once: set[str] = set()
         self._slots = asyncio.Semaphore(config.daemon.max_concurrent_jobs)
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -199,8 +202,8 @@ class Daemon:
         await self._wait_all()
 
     async def _wait_all(self) -> None:
-        while self._active:
-            await asyncio.gather(*list(self._active.values()), return_exceptions=True)
+        while self._active or self._pings:
+            await asyncio.gather(*list(self._active.values()), *list(self._pings), return_exceptions=True)
 
     # ---- jobs ----------------------------------------------------------------------------
 
@@ -210,18 +213,25 @@ class Daemon:
         now = self.clock()
         jobs = jobs_of(self.config)
         active = [j for j in jobs if j.name in self._active]
-        due = [j for j in jobs if j not in active and j.schedule.due(self._last_run(j), now, job=j.name)]
+        due = [j for j in jobs if j not in active and j.name not in self._done_once and self._due(j, now)]
         for job in due:
             if (phase is not None and job.phase != phase) or any(o.phase < job.phase for o in due + active):
                 continue
-            self.ledger.record(job.name).last_run = now
+            if phase is not None:
+                self._done_once.add(job.name)  # --once: one run each, even if it fails
+            record = self.ledger.record(job.name)
+            record.last_run, record.last_exit = now, None  # None until it ends: a crash leaves it so
             self.ledger.save()
             task = asyncio.get_running_loop().create_task(self._run(job))
             self._active[job.name] = task
             task.add_done_callback(lambda _, name=job.name: self._active.pop(name, None))
 
-    def _last_run(self, job: Job) -> datetime | None:
-        return self.ledger.record(job.name).last_run
+    def _due(self, job: Job, now: datetime) -> bool:
+        """At its next slot; or, when its last run failed or never ended, after the retry delay."""
+        record = self.ledger.record(job.name)
+        if record.last_run is not None and record.last_exit != 0:
+            return now >= record.last_run + timedelta(seconds=self.config.daemon.retry_delay)
+        return job.schedule.due(record.last_run, now, job=job.name)
 
     async def _run(self, job: Job) -> None:
         argv = [sys.executable, "-m", "coldvault", "--config", str(self.config_path), "--quiet", *job.args]
@@ -258,10 +268,31 @@ class Daemon:
             self.log.info(f"{job.name}: done")
         else:
             self.failed += 1
-            self.log.error(f"{job.name}: {problem or f'failed with exit code {exit_code}'}")
+            problem = problem or f"failed with exit code {exit_code}"
+            self.log.error(f"{job.name}: {problem}")
+        if self.config.daemon.webhook is not None:
+            self._ping(job.name, exit_code == 0, problem or "")
         self.ledger.save()
         self.notifier.status(self._status())
         self._wake.set()  # a job of the next phase may be waiting for this one
+
+    def _ping(self, job: str, ok: bool, problem: str) -> None:
+        """Healthchecks-style: the URL on success, URL/fail with the reason on failure.  In a thread,
+        so that a slow endpoint never holds up the loop; never logged, since it may carry a token."""
+        url = str(self.config.daemon.webhook).rstrip("/") + ("" if ok else "/fail")
+        body = f"{job}: {'ok' if ok else problem}".encode()
+
+        def send() -> None:
+            try:
+                request = urllib.request.Request(url, data=body, method="POST")
+                with urllib.request.urlopen(request, timeout=10):
+                    pass
+            except (OSError, ValueError) as exc:
+                self.log.warning(f"{job}: the webhook did not answer ({type(exc).__name__})")
+
+        task = asyncio.get_running_loop().run_in_executor(None, send)
+        self._pings.add(task)
+        task.add_done_callback(self._pings.discard)
 
     def _status(self) -> str:
         return f"running {', '.join(sorted(self.running))}" if self.running else "idle"
