@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from coldvault.emulators import AZURITE_KEY
+
 pytestmark = pytest.mark.emulator
 
 
@@ -24,3 +26,10 @@ def test_the_demo_runs_the_whole_mission(tmp_path: Path) -> None:
     pages = list((tmp_path / "demo-out" / "state" / "reports").glob("*.html"))
     assert len(pages) == 2 and str(pages[0].parent) in done.stdout
     assert "Traceback" not in done.stderr
+    # No secret anywhere but in its own file: not in the output, the state, the reports, the targets' copies.
+    out = tmp_path / "demo-out"
+    secrets = [(out / "secrets" / "passphrase").read_bytes(), b"test-secret", AZURITE_KEY.encode()]
+    for secret in secrets:
+        assert secret.decode() not in done.stdout + done.stderr
+        leaks = [p for p in out.rglob("*") if p.is_file() and "secrets" not in p.parts and secret in p.read_bytes()]
+        assert not leaks, leaks
