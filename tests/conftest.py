@@ -62,20 +62,26 @@ class CloudBucket:
         return module.connect(self.model(**overrides))
 
 
-def make_s3_bucket(server: emulators.Emulator, name: str, region: str, target: str, tmp_path: Path) -> CloudBucket:
-    """A bucket with Object Lock (hence versioning), and a credentials file as OPERATIONS.md shows."""
+def raw_s3_client(endpoint: str, region: str) -> Any:
+    """boto3 on moto, behind coldvault's back: to look at or damage what it stored."""
     import boto3
 
-    credentials = tmp_path / f"aws-{target}.json"
-    write_secret_file(credentials, b'{"access_key_id": "AKIATEST", "secret_access_key": "test-secret"}')
-    emulators.create_s3_bucket(server.endpoint, name, region)
-    client = boto3.client(
+    return boto3.client(
         "s3",
-        endpoint_url=server.endpoint,
+        endpoint_url=endpoint,
         region_name=region,
         aws_access_key_id=emulators.MOTO_ACCESS_KEY,
         aws_secret_access_key=emulators.MOTO_SECRET_KEY,
     )
+
+
+def make_s3_bucket(server: emulators.Emulator, name: str, region: str, target: str, tmp_path: Path) -> CloudBucket:
+    """A bucket with Object Lock (hence versioning), and a credentials file as OPERATIONS.md shows."""
+
+    credentials = tmp_path / f"aws-{target}.json"
+    write_secret_file(credentials, b'{"access_key_id": "AKIATEST", "secret_access_key": "test-secret"}')
+    emulators.create_s3_bucket(server.endpoint, name, region)
+    client = raw_s3_client(server.endpoint, region)
     settings = {
         "name": target,
         "type": "s3",

@@ -8,10 +8,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import boto3
 import botocore.exceptions
 import pytest
-from conftest import CloudBucket
+from conftest import CloudBucket, raw_s3_client
 from test_cli import CLI
 
 pytestmark = pytest.mark.emulator
@@ -149,13 +148,7 @@ def check_passes(cli: CLI) -> bool:
 
 
 def _raw_s3(bucket: CloudBucket) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=bucket.target["endpoint"],
-        region_name="eu-west-1",
-        aws_access_key_id="AKIATEST",
-        aws_secret_access_key="test-secret",
-    )
+    return raw_s3_client(bucket.target["endpoint"], "eu-west-1")
 
 
 # ---- bad input: one line naming the target, a documented exit code, nothing half-done ----------------

@@ -6,9 +6,8 @@ import json
 import os
 from pathlib import Path
 
-import boto3
 import pytest
-from conftest import CloudBucket
+from conftest import CloudBucket, raw_s3_client
 from test_cli import CLI
 from test_cloud_cli import cloud_config
 
@@ -32,13 +31,7 @@ def last_report(cli: CLI) -> dict:  # type: ignore[type-arg]
 
 
 def s3_client(bucket: CloudBucket):  # type: ignore[no-untyped-def]
-    return boto3.client(
-        "s3",
-        endpoint_url=bucket.target["endpoint"],
-        region_name=bucket.target["region"],
-        aws_access_key_id="AKIATEST",
-        aws_secret_access_key="test-secret",
-    )
+    return raw_s3_client(bucket.target["endpoint"], bucket.target["region"])
 
 
 def test_a_drill_over_three_providers_pins_a_damaged_copy_on_its_provider(

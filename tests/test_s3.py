@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
-from conftest import CloudBucket
+from conftest import CloudBucket, raw_s3_client
 
 from coldvault.errors import IntegrityError, Locked, NotFound, PermissionDenied, TargetError, Transient
 from coldvault.storage.handle import Handle, Kind
@@ -43,13 +43,7 @@ class Wire:
 
 
 def _client(bucket: CloudBucket) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=bucket.target["endpoint"],
-        region_name="eu-west-1",
-        aws_access_key_id="AKIATEST",
-        aws_secret_access_key="test-secret",
-    )
+    return raw_s3_client(bucket.target["endpoint"], "eu-west-1")
 
 
 def _store(bucket: CloudBucket, client: Any, **options: Any) -> S3Store:

@@ -14,9 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from conftest import CloudBucket
+from conftest import CloudBucket, raw_s3_client
 from test_cli import CLI, PASSPHRASE
 from test_cloud_cli import cloud_config
 from throttle_proxy import ThrottleProxy
@@ -205,10 +204,4 @@ def test_a_write_whose_answer_was_lost_is_not_a_failure(
 
 
 def _raw_s3(bucket: CloudBucket) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=bucket.target["endpoint"],
-        region_name="eu-west-1",
-        aws_access_key_id="AKIATEST",
-        aws_secret_access_key="test-secret",
-    )
+    return raw_s3_client(bucket.target["endpoint"], "eu-west-1")
