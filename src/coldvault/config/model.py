@@ -227,6 +227,16 @@ class Source(_Strict):
     # When the daemon backs it up: five cron fields ("30 2 * * *", local time), @hourly, @daily…,
     # or "never" (only by hand).
     schedule: ScheduleText = "@daily"
+    # Retention (coldvault forget): the newest N, the newest of each of the N most recent hours,
+    # days, ISO weeks, months, years (UTC), and everything within a duration of the newest.
+    # None set: keep everything.
+    keep_last: int = Field(default=0, ge=0)
+    keep_hourly: int = Field(default=0, ge=0)
+    keep_daily: int = Field(default=0, ge=0)
+    keep_weekly: int = Field(default=0, ge=0)
+    keep_monthly: int = Field(default=0, ge=0)
+    keep_yearly: int = Field(default=0, ge=0)
+    keep_within: Seconds = 0
 
     @model_validator(mode="after")
     def _one_kind(self) -> Source:
