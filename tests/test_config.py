@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from coldvault.config import parse_config
+from coldvault.config import load_config, parse_config
 from coldvault.errors import ConfigError
 
 TARGET = '[[targets]]\nname = "t"\ntype = "local"\npath = "/srv/backup"\n'
@@ -33,3 +35,14 @@ def test_mistakes_are_one_line_naming_the_key(extra: str, needle: str) -> None:
 def test_a_command_that_merely_contains_an_equals_sign_is_fine() -> None:
     config = parse_config(TARGET + '[[sources]]\nname = "db"\ncommand = "pg_dump --dbname=shop"\n')
     assert config.sources[0].command == ["pg_dump", "--dbname=shop"]
+
+
+def test_the_shipped_configs_are_valid(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+
+    root = Path(__file__).parents[1] / "configs"
+    for name in ("CREDENTIALS_DIRECTORY", "COLDVAULT_DEMO_DIR"):
+        monkeypatch.setenv(name, str(tmp_path))
+    monkeypatch.setenv("COLDVAULT_DEMO_S3", "http://127.0.0.1:9000")
+    monkeypatch.setenv("COLDVAULT_DEMO_GCS", "http://127.0.0.1:9001")
+    assert len(load_config(root / "example.toml").sources) == 2
+    assert len(load_config(root / "demo.toml").targets) == 4
