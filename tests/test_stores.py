@@ -21,7 +21,7 @@ from coldvault.storage.handle import Handle, Kind, object_name, verify_object
 from coldvault.storage.local import LocalStore
 from coldvault.storage.memory import MemoryStore
 from coldvault.storage.protocol import PutMode, Store
-from coldvault.storage.retry import RetryingStore
+from coldvault.storage.retry import RetryingStore, RetryPolicy
 
 
 def name(i: int | str) -> str:
@@ -61,7 +61,7 @@ def _local_case(root: Path) -> Case:
 
 def _cloud_case(bucket: CloudBucket) -> Case:
     # As in production, a dropped keep-alive connection (Transient) is retried; nothing else is.
-    adapter = RetryingStore(bucket.adapter(), retries=2, base_delay=0.05)
+    adapter = RetryingStore(bucket.adapter(), RetryPolicy(2, base_delay=0.05))
     prefix = bucket.target.get("prefix", "")
 
     def tamper(handle: Handle) -> None:
@@ -302,7 +302,7 @@ def test_a_tampered_object_fails_its_name_check(case: Case) -> None:
 
 def test_transient_errors_are_retried(store: Store) -> None:
     faulty = FaultyStore(store, Faults(error_rate=0.3), rng=random.Random(7))
-    retrying = RetryingStore(faulty, retries=8, rng=random.Random(7), sleep=lambda _: None)
+    retrying = RetryingStore(faulty, RetryPolicy(8, rng=random.Random(7), sleep=lambda _: None))
     handles = [Handle(Kind.SNAPSHOT, name(f"retry-{i}")) for i in range(12)]
     for i, handle in enumerate(handles):
         retrying.put(handle, b"%d" % i)

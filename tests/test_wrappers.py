@@ -46,7 +46,7 @@ def test_retry_backs_off_with_jitter_and_honours_retry_after() -> None:
     memory.put(handle(1), b"x")
     flaky = Flaky(memory, 3, Transient("busy", retry_after=7.0))
     slept: list[float] = []
-    store = RetryingStore(flaky, retries=5, base_delay=0.5, max_delay=30, rng=random.Random(1), sleep=slept.append)
+    store = RetryingStore(flaky, RetryPolicy(5, base_delay=0.5, max_delay=30, rng=random.Random(1), sleep=slept.append))
     assert store.head(handle(1)).size == 1
     assert flaky.calls == 4 and len(slept) == 3
     assert all(s >= 7.0 for s in slept)  # the service asked for 7 s: never sooner
@@ -55,7 +55,7 @@ def test_retry_backs_off_with_jitter_and_honours_retry_after() -> None:
 def test_retry_delays_grow_and_stay_capped() -> None:
     flaky = Flaky(MemoryStore(), 100, Transient("down"))
     slept: list[float] = []
-    store = RetryingStore(flaky, retries=8, base_delay=1, max_delay=4, rng=random.Random(2), sleep=slept.append)
+    store = RetryingStore(flaky, RetryPolicy(8, base_delay=1, max_delay=4, rng=random.Random(2), sleep=slept.append))
     with pytest.raises(Transient):
         store.head(handle(1))
     assert flaky.calls == 9 and len(slept) == 8
@@ -65,7 +65,7 @@ def test_retry_delays_grow_and_stay_capped() -> None:
 @pytest.mark.parametrize("error", [NotFound("gone"), Locked("locked")])
 def test_refusals_are_not_retried(error: Exception) -> None:
     flaky = Flaky(MemoryStore(), 1, error)
-    store = RetryingStore(flaky, sleep=lambda _: pytest.fail("slept"))
+    store = RetryingStore(flaky, RetryPolicy(sleep=lambda _: pytest.fail("slept")))
     with pytest.raises(type(error)):
         store.head(handle(1))
     assert flaky.calls == 1
@@ -91,7 +91,7 @@ def test_a_cut_listing_resumes_without_repeating_or_skipping() -> None:
     names = sorted(handle(i).name for i in range(50))
     for name in names:
         memory.put(Handle(Kind.DATA, name), b"x")
-    store = RetryingStore(CutListing(memory, cut_every=20, cuts=2), sleep=lambda _: None)
+    store = RetryingStore(CutListing(memory, cut_every=20, cuts=2), RetryPolicy(sleep=lambda _: None))
     assert [i.handle.name for i in store.list(Kind.DATA)] == names
 
 

@@ -96,21 +96,10 @@ SEND_ONCE = RetryPolicy(retries=0)
 
 
 class RetryingStore(ForwardingStore):
-    def __init__(
-        self,
-        inner: Store,
-        policy: RetryPolicy | None = None,
-        *,
-        retries: int = 5,
-        base_delay: float = 0.5,
-        max_delay: float = 30.0,
-        rng: random.Random | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        """Retries with ``policy`` if given (the one the adapter below uses for the parts of an upload),
-        else with a policy of its own made from the keyword arguments."""
+    def __init__(self, inner: Store, policy: RetryPolicy | None = None) -> None:
+        """``policy``: the one the adapter below also uses for the parts of an upload (default: 5 retries)."""
         super().__init__(inner)
-        self.policy = policy or RetryPolicy(retries, base_delay=base_delay, max_delay=max_delay, rng=rng, sleep=sleep)
+        self.policy = policy or RetryPolicy()
 
     @property
     def capabilities(self) -> Capabilities:
