@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from coldvault.config import Config, Secret, load_config, read_secret_file
+from coldvault.config import Config, Secret, Target, load_config, read_secret_file
 from coldvault.engine.journal import Journal
 from coldvault.engine.replicas import Replicas
 from coldvault.engine.reports import ReportLog, create_signing_key, load_signing_key
@@ -62,19 +62,21 @@ class Session:
         clouds = max((t.max_in_flight for t in self.config.targets if t.type != "local"), default=1)
         return max(clouds, 2 if len(self.config.targets) > 1 else 1)
 
+    def targets(self, *, only: str | None = None) -> list[Target]:
+        """The configured targets in config order, or just the one named ``only``."""
+        return [self.config.target(only)] if only else list(self.config.targets)
+
     def target_stores(self, *, only: str | None = None) -> list[Store]:
-        """One store per target, in config order; ``only`` names the one target to use."""
-        targets = [self.config.target(only)] if only else list(self.config.targets)
-        return [open_store(target) for target in targets]
+        return [open_store(target) for target in self.targets(only=only)]
 
     def connect(self, *, writing: bool = False, only: str | None = None) -> Replicas:
         """The targets behind one store.  ``writing`` first checks each target: one that is unreachable
         is marked down (a backup goes on without it, down to repository.min_targets); one whose bucket
         cannot enforce its configured lock stops everything (ConfigError)."""
-        stores = self.target_stores(only=only)
+        targets = self.targets(only=only)
+        stores = [open_store(target) for target in targets]
         replicas = Replicas(stores, min_targets=1 if only else self.config.min_targets)
         if writing:
-            targets = [self.config.target(only)] if only else list(self.config.targets)
             for target, store in zip(targets, stores, strict=True):
                 try:
                     check_target(target, store)

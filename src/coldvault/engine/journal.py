@@ -69,9 +69,6 @@ class Journal:
                 " it is rebuilt from the targets"
             ) from None
 
-    def close(self) -> None:
-        self._db.close()
-
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock:

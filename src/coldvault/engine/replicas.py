@@ -51,11 +51,6 @@ class Replicas:
         self.damaged: list[str] = []  # damaged copies that reads stepped over, for the user to hear of
         self._pool = ThreadPoolExecutor(8 * len(stores), thread_name_prefix="coldvault-replica")
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-        if self.journal is not None:
-            self.journal.close()
-
     @property
     def name(self) -> str:
         return "+".join(s.name for s in self.stores)
