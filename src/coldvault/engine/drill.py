@@ -25,6 +25,7 @@ from coldvault.errors import ColdvaultError, IntegrityError
 from coldvault.repo.blob import BlobKind
 from coldvault.repo.index import Location, PackRecord
 from coldvault.repo.manifest import Snapshot
+from coldvault.repo.report import figures
 from coldvault.repo.repository import PACK_KINDS, Repository
 from coldvault.repo.tree import FILE, Node
 from coldvault.storage.handle import Handle, Kind
@@ -359,13 +360,4 @@ def _recovery_points(
 
 def history(previous: list[dict[str, Any]], limit: int = 30) -> list[dict[str, Any]]:
     """The figures of earlier drills (their report bodies, oldest first), for trends."""
-    return [
-        {
-            "created": body.get("created"),
-            "verdict": body.get("verdict"),
-            "throughput_bytes_per_s": {t.get("name"): t.get("throughput_bytes_per_s") for t in body.get("targets", [])},
-            "rto_estimate_s": {t.get("name"): t.get("rto_estimate_s") for t in body.get("targets", [])},
-            "rpo_s": {p.get("source"): p.get("rpo_s") for p in body.get("sources", [])},
-        }
-        for body in previous[-limit:]
-    ]
+    return [figures(body) for body in previous[-limit:]]

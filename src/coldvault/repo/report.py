@@ -151,3 +151,15 @@ def verify_chain(files: Iterable[tuple[str, bytes]], public_key: Ed25519PublicKe
             break
         expected_previous = report.id
     return ChainResult(reports, errors)
+
+
+def figures(body: dict[str, Any]) -> dict[str, Any]:
+    """A drill report's trend figures: throughput and restore estimate per target, recovery point per source."""
+    targets, sources = body.get("targets") or [], body.get("sources") or []
+    return {
+        "created": body.get("created"),
+        "verdict": body.get("verdict"),
+        "throughput_bytes_per_s": {t.get("name"): t.get("throughput_bytes_per_s") for t in targets},
+        "rto_estimate_s": {t.get("name"): t.get("rto_estimate_s") for t in targets},
+        "rpo_s": {s.get("source"): s.get("rpo_s") for s in sources},
+    }

@@ -11,7 +11,7 @@ import json
 from html import escape
 from typing import Any
 
-from coldvault.repo.report import Report
+from coldvault.repo.report import Report, figures
 from coldvault.units import format_size
 
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
@@ -127,7 +127,7 @@ def _full(body: dict[str, Any]) -> list[str]:
 
 def _charts(body: dict[str, Any]) -> list[str]:
     """Throughput per target and recovery point per source over the earlier drills and this one."""
-    points = [*(body.get("history") or []), _figures(body)]
+    points = [*(body.get("history") or []), figures(body)]
     labels = [str(p.get("created") or "")[:16].replace("T", " ") for p in points]
     throughput = _series(points, "throughput_bytes_per_s", 1 / (1 << 20))
     rpo = _series(points, "rpo_s", 1 / 3600)
@@ -136,14 +136,6 @@ def _charts(body: dict[str, Any]) -> list[str]:
         _line_chart("Read throughput per target (MiB/s)", throughput, labels),
         _line_chart("Recovery point per source (hours)", rpo, labels),
     ]
-
-
-def _figures(body: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "created": body.get("created"),
-        "throughput_bytes_per_s": {t.get("name"): t.get("throughput_bytes_per_s") for t in body.get("targets") or []},
-        "rpo_s": {s.get("source"): s.get("rpo_s") for s in body.get("sources") or []},
-    }
 
 
 def _series(points: list[dict[str, Any]], key: str, scale: float) -> dict[str, list[float | None]]:
