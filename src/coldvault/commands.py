@@ -56,7 +56,7 @@ from coldvault.service.daemon import Daemon, Ledger, jobs_of
 from coldvault.service.log import Log
 from coldvault.service.notify import Notifier
 from coldvault.session import Session
-from coldvault.storage.factory import check_target
+from coldvault.storage.factory import check_target, open_store
 from coldvault.storage.handle import Handle, Kind
 from coldvault.ui import make_progress
 from coldvault.units import format_size
@@ -447,25 +447,26 @@ def cmd_drill(args: argparse.Namespace, session: Session) -> int:
         "sampling": {"files_per_snapshot": sampling.files, "older_snapshots": sampling.older},
     }
     report = _status(args.quiet or args.json)
+    log = session.report_log()
     try:
         replicas = session.connect()
         repo = session.unlock(replicas, cached=False)
     except ColdvaultError as exc:
-        signed = session.report_log().append(key, {**header, "verdict": "fail", "errors": [str(exc)], "targets": []})
+        signed = log.append(key, {**header, "verdict": "fail", "errors": [str(exc)], "targets": []})
         print(f"drill report {signed.sequence} ({signed.id[:12]}): fail", file=sys.stderr)
-        _upload_reports(session, session.report_log())
+        _upload_reports(session, log)
         raise
     session.keep_journal(replicas)  # where pack coverage is remembered
     journal = replicas.journal
     assert journal is not None
-    log = session.report_log()
     previous = log.reports(key.public_key())
     interval = _days_since(previous[-1].body.get("created") if previous else None, now)
-    chosen = choose_snapshots(repo.snapshots(), sampling, random.Random(seed))
+    snapshots = repo.snapshots()
+    chosen = choose_snapshots(snapshots, sampling, random.Random(seed))
     results = []
     for target in session.config.targets:
         report(f"drilling {target.name}")
-        (store,) = session.target_stores(only=target.name)
+        store = open_store(target)
         lock = LockPolicy(target.lock.mode, target.lock.days) if target.type != "local" and target.lock else None
         coverage = Coverage(drills.coverage_days, journal.last_drilled(target.name), interval)
         try:
@@ -479,7 +480,7 @@ def cmd_drill(args: argparse.Namespace, session: Session) -> int:
         )  # fmt: skip
         journal.record_drilled(target.name, result.whole_packs, now.isoformat())
         results.append(result)
-    full = _full_drill(args, session, repo, len(previous), report) if args.full else None
+    full = _full_drill(args, session, repo, snapshots, len(previous), report) if args.full else None
     header["repository_id"] = repo.id
     header["history"] = history([r.body for r in previous])
     body = body_of(results, chosen, min_targets=session.config.min_targets, now=now, full=full, **header)
@@ -519,13 +520,18 @@ def _days_since(created: object, now: datetime) -> float:
 
 
 def _full_drill(
-    args: argparse.Namespace, session: Session, repo: Repository, drills_before: int, report: Callable[[str], None]
+    args: argparse.Namespace,
+    session: Session,
+    repo: Repository,
+    snapshots: list[Snapshot],
+    drills_before: int,
+    report: Callable[[str], None],
 ) -> FullDrill:
     """Restore a whole snapshot from one target: --target, else each target in turn, drill after drill."""
     targets = session.config.targets
     target = session.config.target(args.target) if args.target else targets[drills_before % len(targets)]
-    snapshot = find_snapshot(repo.snapshots(), args.full, source=args.source)
-    (store,) = session.target_stores(only=target.name)
+    snapshot = find_snapshot(snapshots, args.full, source=args.source)
+    store = open_store(target)
     report(f"full restore of {snapshot.id[:8]} from {target.name}")
     try:
         alone = Repository.open(store, recovery_key=repo.master_key)
