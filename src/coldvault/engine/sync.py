@@ -18,6 +18,7 @@ import random
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from coldvault.engine.replicas import Replicas
 from coldvault.errors import Archived, IntegrityError, Locked, NotFound, TargetError
@@ -62,7 +63,7 @@ class Survey:
     listings: dict[str, Listing]
     results: dict[str, TargetResult]
 
-    @property
+    @cached_property  # every target's missing objects are measured against it
     def union(self) -> Listing:
         union: Listing = {}
         for listing in self.listings.values():
