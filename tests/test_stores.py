@@ -273,6 +273,33 @@ def test_lock_refuses_delete_and_overwrite(case: Case) -> None:
     assert case.store.get(handle) == b"kept"
 
 
+def test_retain_lengthens_a_lock_and_never_shortens_it(case: Case) -> None:
+    if not case.enforces_lock:
+        pytest.skip("this store or its emulator does not enforce retention; see OPERATIONS.md")
+    handle = Handle(Kind.DATA, name("extended"))
+    first = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    case.store.put(handle, b"kept", retain_until=first)
+    later = first + timedelta(days=2)
+    assert case.store.retain(handle, later).retain_until == later
+    assert case.store.head(handle).retain_until == later
+    case.store.retain(handle, first)  # earlier: nothing changes, nothing is refused
+    head = case.store.head(handle)
+    assert head.retain_until == later and head.lock_mode == "compliance"
+    with pytest.raises(Locked):
+        case.store.delete(handle)
+    with pytest.raises(NotFound):
+        case.store.retain(Handle(Kind.DATA, name("absent")), later)
+
+
+def test_objects_carry_the_time_the_store_created_them(store: Store) -> None:
+    before = datetime.now(UTC) - timedelta(minutes=5)  # emulators and file systems round their clocks
+    handle = Handle(Kind.INDEX, name("dated"))
+    store.put(handle, b"x")
+    after = datetime.now(UTC) + timedelta(minutes=5)
+    for info in (store.head(handle), *store.list(Kind.INDEX)):
+        assert info.created is not None and before <= info.created <= after
+
+
 def test_archived_object_is_readable_after_warmup(case: Case) -> None:
     if case.archive_class is None:
         pytest.skip("this store has no archive tier")
@@ -496,6 +523,13 @@ def test_local_list_ignores_foreign_files(local: LocalStore, tmp_path: Path) -> 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"junk")
     assert [i.handle for i in local.list(Kind.DATA)] == [good]
+
+
+def test_local_store_cannot_extend_a_lock(local: LocalStore) -> None:
+    handle = Handle(Kind.DATA, name("plain"))
+    local.put(handle, b"x")
+    with pytest.raises(TargetError, match="cannot lock"):
+        local.retain(handle, datetime.now(UTC))
 
 
 def test_local_store_rejects_lock_and_storage_classes(local: LocalStore, clock: FakeClock) -> None:

@@ -279,13 +279,22 @@ class Replicas:
 
     def delete(self, handle: Handle) -> None:
         """Delete everywhere; a target that already lacks the object is fine, unless every target does."""
-        outcomes = self._on_each(self.up(), lambda s: s.delete(handle))
+        self._everywhere(handle, lambda s: s.delete(handle))
+
+    def retain(self, handle: Handle, until: datetime) -> ObjectInfo:
+        """Extend the lock everywhere; a target that lacks the object is fine, unless every target does."""
+        return self._everywhere(handle, lambda s: s.retain(handle, until))
+
+    def _everywhere(self, handle: Handle, action: Callable[[Store], T]) -> T:
+        outcomes = self._on_each(self.up(), action)
         errors = [e for e in outcomes.values() if isinstance(e, BaseException)]
         for error in errors:
             if not isinstance(error, NotFound):
                 raise error
-        if len(errors) == len(outcomes):
+        done = [o for o in outcomes.values() if not isinstance(o, BaseException)]
+        if not done:
             raise NotFound(f"{handle} does not exist on any target")
+        return done[0]
 
     def warmup(self, handles: Iterable[Handle]) -> None:
         handles = list(handles)

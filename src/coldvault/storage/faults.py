@@ -81,6 +81,10 @@ class FaultyStore(ForwardingStore):
         self._before_call(f"delete {handle}")
         super().delete(handle)
 
+    def retain(self, handle: Handle, until: datetime) -> ObjectInfo:
+        self._before_call(f"extend the lock of {handle}")
+        return super().retain(handle, until)
+
     def warmup(self, handles: Iterable[Handle]) -> None:
         self._before_call("warm up")
         super().warmup(handles)

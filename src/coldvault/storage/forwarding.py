@@ -44,6 +44,9 @@ class ForwardingStore:
     def delete(self, handle: Handle) -> None:
         self.inner.delete(handle)
 
+    def retain(self, handle: Handle, until: datetime) -> ObjectInfo:
+        return self.inner.retain(handle, until)
+
     def warmup(self, handles: Iterable[Handle]) -> None:
         self.inner.warmup(handles)
 

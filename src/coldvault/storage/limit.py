@@ -43,6 +43,10 @@ class LimitedStore(ForwardingStore):
         with self._slots:
             super().delete(handle)
 
+    def retain(self, handle: Handle, until: datetime) -> ObjectInfo:
+        with self._slots:
+            return super().retain(handle, until)
+
     def warmup(self, handles: Iterable[Handle]) -> None:
         with self._slots:
             super().warmup(handles)

@@ -13,7 +13,7 @@ import errno
 import os
 import secrets
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from coldvault.errors import AlreadyExists, NotFound, PermissionDenied, TargetError
@@ -64,7 +64,8 @@ class LocalStore:
             finally:
                 tmp.unlink(missing_ok=True)
             _fsync_dir(final.parent)
-        return ObjectInfo(handle, len(data))
+            created = _mtime(final.stat())
+        return ObjectInfo(handle, len(data), created=created)
 
     def get(self, handle: Handle, *, offset: int = 0, length: int | None = None) -> bytes:
         with self._errors(handle), open(self._root / handle.path, "rb") as f:
@@ -74,7 +75,8 @@ class LocalStore:
 
     def head(self, handle: Handle) -> ObjectInfo:
         with self._errors(handle):
-            return ObjectInfo(handle, (self._root / handle.path).stat().st_size)
+            status = (self._root / handle.path).stat()
+        return ObjectInfo(handle, status.st_size, created=_mtime(status))
 
     def list(self, kind: Kind) -> Iterator[ObjectInfo]:
         if kind is Kind.CONFIG:
@@ -92,13 +94,17 @@ class LocalStore:
                     relative = os.path.relpath(os.path.join(folder, file), self._root)
                     handle = Handle.from_path(relative.replace(os.sep, "/"))
                     if handle is not None and handle.kind is kind:
-                        yield ObjectInfo(handle, os.stat(os.path.join(folder, file)).st_size)
+                        status = os.stat(os.path.join(folder, file))
+                        yield ObjectInfo(handle, status.st_size, created=_mtime(status))
 
     def delete(self, handle: Handle) -> None:
         path = self._root / handle.path
         with self._errors(handle):
             path.unlink()
             _fsync_dir(path.parent)
+
+    def retain(self, handle: Handle, until: datetime) -> ObjectInfo:
+        raise TargetError(f"{self._name}: a local directory cannot lock objects; nothing to extend")
 
     def warmup(self, handles: Iterable[Handle]) -> None:
         """Nothing to warm up: local files are always readable."""
@@ -148,6 +154,11 @@ def _make_folders(folder: Path) -> None:
     except FileExistsError:
         return  # another writer made it
     _fsync_dir(folder.parent)
+
+
+def _mtime(status: os.stat_result) -> datetime:
+    """Stored files are written once and never touched, so their modification time is their creation."""
+    return datetime.fromtimestamp(status.st_mtime, UTC)
 
 
 def _raise(error: OSError) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from coldvault.clock import Clock, system_clock
@@ -66,6 +66,7 @@ class MemoryStore:
             lock_mode="compliance" if retain_until else None,
             storage_class=storage_class,
             archived=storage_class in ARCHIVE_CLASSES,
+            created=self._clock(),
         )
         with self._lock:
             existing = self._objects.get(handle)
@@ -98,6 +99,16 @@ class MemoryStore:
                 raise NotFound(f"{self._name}: {handle} does not exist")
             self._refuse_if_locked(entry, "delete")
             del self._objects[handle]
+
+    def retain(self, handle: Handle, until: datetime) -> ObjectInfo:
+        with self._lock:
+            entry = self._objects.get(handle)
+            if entry is None:
+                raise NotFound(f"{self._name}: {handle} does not exist")
+            current = entry.info.retain_until
+            if current is None or until > current:
+                entry.info = replace(entry.info, retain_until=until, lock_mode=entry.info.lock_mode or "compliance")
+            return entry.info
 
     def warmup(self, handles: Iterable[Handle]) -> None:
         ready = self._clock() + self._warmup_delay

@@ -6,6 +6,10 @@ Guarantees every implementation gives:
 - Read-after-write: once ``put`` returns, ``get``, ``head`` and ``list`` see the object.
 - An object put with ``retain_until`` cannot be deleted or overwritten before then (Locked),
   on stores whose capabilities include object_lock.
+- ``retain`` only ever lengthens an object's retention: asked for an earlier date, it leaves the
+  lock as it is and sends nothing.
+- ``created`` in an ObjectInfo is the provider's own clock (when it stored the object), not ours:
+  prune compares it across hosts.
 - Errors are the typed ones of coldvault.errors; no SDK or OS exception escapes.
 - ``put`` takes any bytes-like value and keeps no reference to it after returning
   (callers reuse their buffers).
@@ -37,6 +41,7 @@ class ObjectInfo:
     lock_mode: str | None = None
     storage_class: str | None = None
     archived: bool = False
+    created: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,8 @@ class Store(Protocol):
     def list(self, kind: Kind) -> Iterator[ObjectInfo]: ...
 
     def delete(self, handle: Handle) -> None: ...
+
+    def retain(self, handle: Handle, until: datetime) -> ObjectInfo: ...
 
     def warmup(self, handles: Iterable[Handle]) -> None: ...
 

@@ -150,6 +150,9 @@ class RetryingStore(ForwardingStore):
     def delete(self, handle: Handle) -> None:
         self.policy.call(self.inner.delete, handle)
 
+    def retain(self, handle: Handle, until: datetime) -> ObjectInfo:
+        return self.policy.call(self.inner.retain, handle, until)
+
     def warmup(self, handles: Iterable[Handle]) -> None:
         handles = list(handles)
         self.policy.call(self.inner.warmup, handles)
