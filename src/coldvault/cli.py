@@ -7,7 +7,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from coldvault import __version__, commands
+from coldvault import __version__, commands, maintenance_commands
 from coldvault.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ColdvaultError
 from coldvault.session import Session
 
@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PCT",
         help="read back and verify the least recently verified PCT%% of each target's objects (default: 5)",
     )
+    p.add_argument("--json", action="store_true")
+
+    p = command("forget", maintenance_commands.cmd_forget, "apply each source's retention policy (keep_* settings)")
+    p.add_argument("--source", help="only this source")
+    p.add_argument("--dry-run", action="store_true", help="show what would be kept and forgotten; write nothing")
     p.add_argument("--json", action="store_true")
 
     p = command("key", commands.cmd_key, "manage key slots and the recovery key")

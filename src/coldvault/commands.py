@@ -68,7 +68,7 @@ def _warn_skipped(repo: Repository) -> None:
         print(f"warning: {message}; run 'coldvault check --read-data'", file=sys.stderr)
 
 
-def _emit_json(doc: object) -> None:
+def emit_json(doc: object) -> None:
     json.dump(doc, sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
 
@@ -116,7 +116,7 @@ def cmd_backup(args: argparse.Namespace, session: Session) -> int:
             )
     all_targets = [t.name for t in session.config.targets]
     if args.json:
-        _emit_json(
+        emit_json(
             [
                 dict(_snapshot_doc(r.snapshot), targets=list(r.targets), lagging=_lagging(all_targets, r.targets))
                 for r in results
@@ -143,7 +143,7 @@ def cmd_snapshots(args: argparse.Namespace, session: Session) -> int:
     snapshots = filter_snapshots(repo.snapshots(), args.source)
     _warn_skipped(repo)
     if args.json:
-        _emit_json([_snapshot_doc(s) for s in snapshots])
+        emit_json([_snapshot_doc(s) for s in snapshots])
         return EXIT_OK
     if not snapshots:
         print("no snapshots yet")
@@ -161,7 +161,7 @@ def cmd_snapshots(args: argparse.Namespace, session: Session) -> int:
 
 def cmd_ls(args: argparse.Namespace, session: Session) -> int:
     repo = session.open_repo(only=args.target)
-    snapshot = find_snapshot(repo.snapshots(), args.snapshot, source=args.source)
+    snapshot = find_snapshot(_selectable(repo, args.snapshot), args.snapshot, source=args.source)
     _warn_skipped(repo)
     nodes = select_nodes(repo.listing(snapshot), args.path)
     out = sys.stdout
@@ -176,7 +176,7 @@ def cmd_ls(args: argparse.Namespace, session: Session) -> int:
 def cmd_restore(args: argparse.Namespace, session: Session) -> int:
     replicas = session.connect(only=args.target)
     repo = session.unlock(replicas, cached=args.target is None)
-    snapshot = find_snapshot(repo.snapshots(), args.snapshot, source=args.source)
+    snapshot = find_snapshot(_selectable(repo, args.snapshot), args.snapshot, source=args.source)
     _ = repo.index  # load it now, so skipped index objects are reported before the restore starts
     _warn_skipped(repo)
     if args.stdout and args.dest:
@@ -194,6 +194,12 @@ def cmd_restore(args: argparse.Namespace, session: Session) -> int:
     print(f"restored snapshot {snapshot.id[:8]}: {result.files} files, {format_size(result.bytes)} into {args.dest}")
     _warn_replicas(replicas)
     return EXIT_PARTIAL if result.warnings else EXIT_OK
+
+
+def _selectable(repo: Repository, selector: str) -> list[Snapshot]:
+    """A forgotten snapshot stays readable by its id until prune removes it: a way back from a
+    retention policy that was too eager.  'latest' means the latest one kept."""
+    return repo.snapshots(forgotten=selector != "latest")
 
 
 def _warn_replicas(replicas: Replicas) -> None:
@@ -223,7 +229,7 @@ def cmd_check(args: argparse.Namespace, session: Session) -> int:
         before_reading=lambda packs: warm_up(repo, packs, report=_status(args.quiet), poll_interval=args.poll_interval),
     )
     if args.json:
-        _emit_json(
+        emit_json(
             {
                 "ok": result.ok,
                 "errors": result.errors,
@@ -279,7 +285,7 @@ def cmd_scrub(args: argparse.Namespace, session: Session) -> int:
 
 def _report_targets(results: list[TargetResult], as_json: bool, *, verb: str) -> int:
     if as_json:
-        _emit_json({"ok": all(r.ok for r in results), "targets": [_target_doc(r) for r in results]})
+        emit_json({"ok": all(r.ok for r in results), "targets": [_target_doc(r) for r in results]})
     else:
         for r in results:
             if not r.reachable:
@@ -339,7 +345,7 @@ def cmd_status(args: argparse.Namespace, session: Session) -> int:
         )
     jobs = _job_times(session)
     if args.json:
-        _emit_json({"targets": docs, "jobs": jobs})
+        emit_json({"targets": docs, "jobs": jobs})
     else:
         print(f"{'TARGET':16}  {'REACHABLE':9}  {'OBJECTS':>8}  {'SIZE':>10}  {'LAG':>16}  LAST UPLOAD (UTC)")
         for d in docs:
@@ -397,7 +403,7 @@ def cmd_key(args: argparse.Namespace, session: Session) -> int:
     if args.key_command == "list":
         slots = repo.key_slots()
         if args.json:
-            _emit_json(
+            emit_json(
                 [{"id": n, "label": s.label, "created": s.created, "current": n == repo.current_slot} for n, s in slots]
             )
         else:
@@ -488,7 +494,7 @@ def cmd_drill(args: argparse.Namespace, session: Session) -> int:
     page = log.save_page(signed, render_page(signed))
     _upload_reports(session, log)
     if args.json:
-        _emit_json({"sequence": signed.sequence, "id": signed.id, "body": signed.body})
+        emit_json({"sequence": signed.sequence, "id": signed.id, "body": signed.body})
     else:
         for r in results:
             line = f"{r.name}: {'pass' if r.ok else 'FAIL'}, {len(r.samples)} samples, {format_size(r.bytes)}"
@@ -596,7 +602,7 @@ def cmd_report(args: argparse.Namespace, session: Session) -> int:
     if args.report_command == "list":
         reports = log.reports(public)
         if args.json:
-            _emit_json([{"sequence": r.sequence, "id": r.id, **_report_summary(r)} for r in reports])
+            emit_json([{"sequence": r.sequence, "id": r.id, **_report_summary(r)} for r in reports])
         elif not reports:
             print("no reports yet")
         for r in [] if args.json else reports:
@@ -608,7 +614,7 @@ def cmd_report(args: argparse.Namespace, session: Session) -> int:
             Path(args.html).write_text(render_page(report), encoding="utf-8")
             print(f"wrote report {report.sequence} as a page to {args.html}")
         else:
-            _emit_json({"sequence": report.sequence, "id": report.id, "previous": report.previous, "body": report.body})
+            emit_json({"sequence": report.sequence, "id": report.id, "previous": report.previous, "body": report.body})
     return EXIT_OK
 
 

@@ -110,7 +110,12 @@ def _check_packs_listed(repo: Repository, index: Index, result: CheckResult) -> 
 
 
 def _check_snapshots(repo: Repository, index: Index, result: CheckResult) -> None:
+    skipped = len(repo.skipped)
+    forgotten = repo.forgotten()  # their packs may already be pruned
+    result.errors += repo.skipped[skipped:]  # a damaged forget record
     for info in repo.store.list(Kind.SNAPSHOT):
+        if info.handle.name in forgotten:
+            continue
         result.snapshots += 1
         try:
             snapshot = repo.read_snapshot(info.handle.name)

@@ -6,11 +6,14 @@ one (hours, days, ISO weeks, months, years, in UTC); ``keep_within`` keeps every
 taken within that long of the newest one.  Measuring from the newest snapshot rather than
 from now means that a source whose backups stopped keeps its history instead of ageing it
 all away.  A snapshot is kept if any rule keeps it; a policy with no rule keeps everything.
+
+Each host's snapshots of a source form their own history (``plan``): two hosts backing up a
+source of the same name into one repository must not age out each other's backups.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -65,8 +68,7 @@ class Decision:
 
 def apply_policy(snapshots: Iterable[Snapshot], policy: Policy) -> list[Decision]:
     """A decision for every snapshot of one source, newest first."""
-    newest_first = sorted(snapshots, key=lambda s: (s.time, s.id), reverse=True)
-    decisions = [Decision(s) for s in newest_first]
+    decisions = [Decision(s) for s in _newest_first(snapshots)]
     if policy.empty:
         for decision in decisions:
             decision.reasons.append("no retention policy")
@@ -90,3 +92,34 @@ def apply_policy(snapshots: Iterable[Snapshot], policy: Policy) -> list[Decision
             if decision.snapshot.time >= horizon:
                 decision.reasons.append("within")
     return decisions
+
+
+@dataclass
+class Group:
+    """One history: the snapshots of one source from one host, with a decision for each."""
+
+    source: str
+    host: str
+    decisions: list[Decision]
+
+
+def plan(snapshots: Iterable[Snapshot], sources: Sequence[Source], *, only: str | None = None) -> list[Group]:
+    """Decisions for every (source, host) history; a source missing from the config keeps everything."""
+    policies = {source.name: Policy.of(source) for source in sources}
+    histories: dict[tuple[str, str], list[Snapshot]] = {}
+    for snapshot in snapshots:
+        if only is None or snapshot.source == only:
+            histories.setdefault((snapshot.source, snapshot.host), []).append(snapshot)
+    groups = []
+    for (source, host), history in sorted(histories.items()):
+        policy = policies.get(source)
+        if policy is None:
+            decisions = [Decision(s, ["source not in the config"]) for s in _newest_first(history)]
+        else:
+            decisions = apply_policy(history, policy)
+        groups.append(Group(source, host, decisions))
+    return groups
+
+
+def _newest_first(snapshots: Iterable[Snapshot]) -> list[Snapshot]:
+    return sorted(snapshots, key=lambda s: (s.time, s.id), reverse=True)

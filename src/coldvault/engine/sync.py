@@ -25,7 +25,8 @@ from coldvault.errors import Archived, IntegrityError, Locked, NotFound, TargetE
 from coldvault.storage.handle import Handle, Kind, object_name
 from coldvault.storage.protocol import PutMode, Store
 
-COPY_ORDER = (Kind.DATA, Kind.TREE, Kind.INDEX, Kind.KEY, Kind.SNAPSHOT, Kind.REPORT, Kind.CONFIG)
+# Forget records go before manifests, so that a catching-up target never shows a forgotten snapshot.
+COPY_ORDER = (Kind.DATA, Kind.TREE, Kind.INDEX, Kind.KEY, Kind.FORGET, Kind.SNAPSHOT, Kind.REPORT, Kind.CONFIG)
 _PREREQUISITES = frozenset({Kind.DATA, Kind.TREE, Kind.INDEX})
 _COPIES_IN_FLIGHT = 4
 

@@ -1,4 +1,4 @@
-"""Standalone encrypted objects (config body, indexes, snapshot manifests).
+"""Standalone encrypted objects (config body, indexes, snapshot manifests, forget records).
 
     object := magic "CVLT" || version u8 (=1) || type u8 || seal(K_meta, body, aad = the first 6 bytes)
 
@@ -20,6 +20,7 @@ class EnvelopeType(IntEnum):
     CONFIG = 1
     INDEX = 2
     SNAPSHOT = 3
+    FORGET = 4
 
 
 def wrap(key: bytes, kind: EnvelopeType, body: bytes) -> bytes:

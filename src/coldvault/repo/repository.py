@@ -5,6 +5,7 @@ Layout (see docs/FORMAT.md):
     config                  plaintext JSON with a sealed body (format, chunker, pack size)
     keys/<name>             key slots: the master key wrapped by a passphrase
     snapshots/<name>        snapshot manifests (the commit points)
+    forget/<name>           forget records: snapshots a retention policy let go of
     index/<name>            index objects: chunk id → pack, offset, length
     data/<xx>/<name>        packs of file-data blobs (may go to archive tiers)
     tree/<xx>/<name>        packs of listing blobs (always readable at once)
@@ -20,8 +21,8 @@ import getpass
 import json
 import os
 import socket
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 
 from coldvault import __version__
 from coldvault.clock import Clock, system_clock
@@ -33,6 +34,7 @@ from coldvault.repo.blob import BlobKind, decode_blob
 from coldvault.repo.chunker import NORMALIZED_CHUNKING, ChunkerParams
 from coldvault.repo.crypto import Subkeys
 from coldvault.repo.envelope import EnvelopeType
+from coldvault.repo.forget import ForgetRecord, decode_forget, encode_forget
 from coldvault.repo.index import Index, Location, PackRecord, decode_index, encode_index
 from coldvault.repo.keys import DEFAULT_KDF, KeySlot, new_master_key
 from coldvault.repo.manifest import Snapshot, decode_snapshot, encode_snapshot
@@ -202,10 +204,15 @@ class Repository:
         body = envelope.unwrap(self.subkeys.meta, EnvelopeType.INDEX, self._get_verified(Kind.INDEX, name), what=what)
         return decode_index(body, what=what)
 
-    def snapshots(self) -> list[Snapshot]:
-        """Every readable snapshot, oldest first; damaged manifests are skipped and noted in ``skipped``."""
+    def snapshots(self, *, forgotten: bool = False) -> list[Snapshot]:
+        """Every readable snapshot, oldest first; damaged manifests are skipped and noted in ``skipped``.
+
+        Forgotten snapshots are left out unless asked for: they stay stored until prune."""
+        hidden = set() if forgotten else self.forgotten()
         found = []
         for info in self.store.list(Kind.SNAPSHOT):
+            if info.handle.name in hidden:
+                continue
             try:
                 found.append(self.read_snapshot(info.handle.name))
             except IntegrityError as exc:
@@ -216,6 +223,30 @@ class Repository:
         data = self._get_verified(Kind.SNAPSHOT, name)
         body = envelope.unwrap(self.subkeys.meta, EnvelopeType.SNAPSHOT, data, what=f"snapshot {name[:12]}")
         return decode_snapshot(body, name)
+
+    def forget_records(self) -> list[ForgetRecord]:
+        """Every readable forget record, oldest first.  A damaged one is skipped and noted: its
+        snapshots then show again, which errs on the side of keeping them."""
+        records = []
+        for info in self.store.list(Kind.FORGET):
+            name = info.handle.name
+            try:
+                data = self._get_verified(Kind.FORGET, name)
+                body = envelope.unwrap(self.subkeys.meta, EnvelopeType.FORGET, data, what=f"forget record {name[:12]}")
+                records.append(decode_forget(body, name))
+            except IntegrityError as exc:
+                self.skipped.append(f"skipped {info.handle}: {exc}")
+        return sorted(records, key=lambda r: (r.time, r.id))
+
+    def forgotten(self) -> set[str]:
+        """Ids of the snapshots some forget record names."""
+        return {snapshot for record in self.forget_records() for snapshot in record.snapshots}
+
+    def forget(self, snapshot_ids: Iterable[str], *, host: str, username: str) -> ForgetRecord:
+        """Store a record forgetting the snapshots.  Nothing is deleted: see repo.forget."""
+        record = ForgetRecord(self.clock(), host, username, tuple(sorted(set(snapshot_ids))))
+        data = envelope.wrap(self.subkeys.meta, EnvelopeType.FORGET, encode_forget(record))
+        return replace(record, id=self._put_named(Kind.FORGET, data))
 
     def read_blob(self, kind: BlobKind, chunk_id: bytes) -> bytes:
         """A chunk's plaintext, fetched with a range read and proven by its keyed hash."""

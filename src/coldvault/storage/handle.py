@@ -29,6 +29,7 @@ class Kind(Enum):
     CONFIG = "config"
     KEY = "keys"
     SNAPSHOT = "snapshots"
+    FORGET = "forget"  # records of forgotten snapshots; the manifests stay until prune
     INDEX = "index"
     DATA = "data"
     TREE = "tree"
