@@ -32,9 +32,9 @@ def test_once_runs_every_job_in_order_and_remembers_it(cli: CLI, tmp_path: Path)
     assert done.returncode == 0, done.stderr
     log = done.stderr.decode().splitlines()
     started = [line.removeprefix("<6>").split(":")[0] for line in log if line.endswith(": started")]
-    assert started == ["backup", "sync", "drill", "scrub"]
+    assert started == ["backup", "forget", "sync", "maintain", "drill", "scrub"]
     ledger = json.loads((tmp_path / "state" / "daemon.json").read_text())
-    assert set(ledger) == {"backup:files", "sync", "drill", "scrub"}
+    assert set(ledger) == {"backup:files", "forget", "sync", "maintain", "drill", "scrub"}
     assert all(job["last_exit"] == 0 and job["last_success"] for job in ledger.values())
     assert len(list((tmp_path / "state" / "reports").glob("*.json"))) == 1
 
@@ -120,7 +120,7 @@ def test_metrics_are_served_and_no_secret_is_written_anywhere(cli: CLI, tmp_path
     try:
         samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         deadline = time.monotonic() + 60
-        jobs = ("backup:files", "sync", "drill", "scrub")
+        jobs = ("backup:files", "forget", "sync", "maintain", "drill", "scrub")
         while not all(("coldvault_job_last_success_timestamp_seconds", (("job", j),)) in samples for j in jobs):
             assert time.monotonic() < deadline and daemon.poll() is None, samples
             time.sleep(0.3)

@@ -15,7 +15,8 @@ from test_replication_cli import Outage, config
 
 from coldvault.config import FormatConfig, Secret, Source
 from coldvault.engine.backup import BackupOptions, backup
-from coldvault.engine.drill import Coverage, LockPolicy, Sampling, choose_snapshots, drill_target
+from coldvault.engine.drill import Coverage, Sampling, choose_snapshots, drill_target
+from coldvault.engine.locks import LockPolicy
 from coldvault.engine.progress import SilentProgress
 from coldvault.repo.repository import Repository
 from coldvault.storage.memory import MemoryStore
@@ -124,7 +125,7 @@ def test_a_lock_shorter_than_the_policy_fails_the_drill(source: Source) -> None:
     store, repo = locked_repo(1)  # written with one day of retention
     result = drill_memory(store, repo, source, LockPolicy("compliance", 30))
     assert not result.ok
-    assert any("shorter than the policy's 30 days" in v for v in result.lock_violations)
+    assert any("shorter than the policy's: 30 days" in v for v in result.lock_violations)
 
 
 def test_an_unlocked_object_fails_the_drill(source: Source) -> None:

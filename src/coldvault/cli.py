@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="show what would be kept and forgotten; write nothing")
     p.add_argument("--json", action="store_true")
 
+    p = command("maintain", maintenance_commands.cmd_maintain, "extend the locks of objects retained snapshots share")
+    p.add_argument("--dry-run", action="store_true", help="show which locks fall short; change nothing")
+    p.add_argument("--json", action="store_true")
+
     p = command("key", commands.cmd_key, "manage key slots and the recovery key")
     keys = p.add_subparsers(dest="key_command", required=True, metavar="ACTION")
     k = keys.add_parser("list", help="list key slots", parents=[common])

@@ -21,7 +21,6 @@ from coldvault.engine.backup import BackupOptions, backup
 from coldvault.engine.check import check
 from coldvault.engine.drill import (
     Coverage,
-    LockPolicy,
     Sampling,
     TargetDrill,
     body_of,
@@ -30,6 +29,7 @@ from coldvault.engine.drill import (
     history,
 )
 from coldvault.engine.full_drill import FullDrill, full_drill
+from coldvault.engine.locks import LockPolicy
 from coldvault.engine.replicas import Replicas
 from coldvault.engine.reports import ReportLog, load_public_key, public_key_pem, upload_reports
 from coldvault.engine.restore import restore, restore_to_stream, select_nodes
@@ -58,7 +58,7 @@ from coldvault.service.notify import Notifier
 from coldvault.session import Session
 from coldvault.storage.factory import check_target, open_store
 from coldvault.storage.handle import Handle, Kind
-from coldvault.ui import make_progress
+from coldvault.ui import make_progress, status_line
 from coldvault.units import format_size
 
 
@@ -184,7 +184,7 @@ def cmd_restore(args: argparse.Namespace, session: Session) -> int:
     if not args.stdout and not args.dest:
         raise UsageError("give a destination directory (or --stdout for a stream snapshot)")
     needed = packs_needed(repo, select_nodes(repo.listing(snapshot), None if args.stdout else args.path))
-    warm_up(repo, needed, report=_status(args.quiet), poll_interval=args.poll_interval)
+    warm_up(repo, needed, report=status_line(quiet=args.quiet), poll_interval=args.poll_interval)
     if args.stdout:
         restore_to_stream(repo, snapshot, sys.stdout.buffer, workers=session.workers)
         _warn_replicas(replicas)
@@ -210,11 +210,6 @@ def _warn_replicas(replicas: Replicas) -> None:
         print(f"warning: {damage}; another target's copy was used; run 'coldvault scrub' to repair it", file=sys.stderr)
 
 
-def _status(quiet: bool) -> Callable[[str], None]:
-    """Where long waits report: stderr, so that --stdout and --json output stay clean."""
-    return (lambda _: None) if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
-
-
 def cmd_check(args: argparse.Namespace, session: Session) -> int:
     fraction = 1.0 if args.read_data else (args.read_data_subset or 0.0) / 100
     if not 0 <= fraction <= 1:
@@ -226,7 +221,9 @@ def cmd_check(args: argparse.Namespace, session: Session) -> int:
         read_fraction=fraction,
         progress=make_progress(quiet=args.quiet or args.json),
         rng=random.Random(),
-        before_reading=lambda packs: warm_up(repo, packs, report=_status(args.quiet), poll_interval=args.poll_interval),
+        before_reading=lambda packs: warm_up(
+            repo, packs, report=status_line(quiet=args.quiet), poll_interval=args.poll_interval
+        ),
     )
     if args.json:
         emit_json(
@@ -269,7 +266,7 @@ def cmd_check(args: argparse.Namespace, session: Session) -> int:
 def cmd_sync(args: argparse.Namespace, session: Session) -> int:
     replicas = session.connect()
     session.keep_journal(replicas)
-    results = sync(replicas, report=_status(args.quiet or args.json))
+    results = sync(replicas, report=status_line(quiet=args.quiet or args.json))
     return _report_targets(results, args.json, verb="sync")
 
 
@@ -278,7 +275,7 @@ def cmd_scrub(args: argparse.Namespace, session: Session) -> int:
         raise UsageError("--read-data-subset takes a percentage from 0 to 100")
     replicas = session.connect()
     session.keep_journal(replicas)
-    report = _status(args.quiet or args.json)
+    report = status_line(quiet=args.quiet or args.json)
     results = scrub(replicas, read_fraction=args.read_data_subset / 100, rng=random.Random(), report=report)
     return _report_targets(results, args.json, verb="scrub")
 
@@ -452,7 +449,7 @@ def cmd_drill(args: argparse.Namespace, session: Session) -> int:
         "seed": seed,
         "sampling": {"files_per_snapshot": sampling.files, "older_snapshots": sampling.older},
     }
-    report = _status(args.quiet or args.json)
+    report = status_line(quiet=args.quiet or args.json)
     log = session.report_log()
     try:
         replicas = session.connect()
@@ -473,7 +470,7 @@ def cmd_drill(args: argparse.Namespace, session: Session) -> int:
     for target in session.config.targets:
         report(f"drilling {target.name}")
         store = open_store(target)
-        lock = LockPolicy(target.lock.mode, target.lock.days) if target.type != "local" and target.lock else None
+        lock = LockPolicy.of(target)
         coverage = Coverage(drills.coverage_days, journal.last_drilled(target.name), interval)
         try:
             alone = Repository.open(store, recovery_key=repo.master_key)  # this target's own config and index

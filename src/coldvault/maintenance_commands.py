@@ -6,12 +6,15 @@ from __future__ import annotations
 import argparse
 import getpass
 import socket
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 
 from coldvault.commands import emit_json
+from coldvault.engine.locks import LockPolicy, References, TargetLocks, maintain_target
 from coldvault.engine.retention import Group, plan
-from coldvault.errors import EXIT_OK
+from coldvault.errors import EXIT_OK, ColdvaultError, IntegrityError, TargetError
 from coldvault.session import Session
+from coldvault.storage.handle import Handle
+from coldvault.ui import status_line
 
 
 def cmd_forget(args: argparse.Namespace, session: Session) -> int:
@@ -52,6 +55,75 @@ def cmd_forget(args: argparse.Namespace, session: Session) -> int:
             " restorable by id, until 'coldvault prune' removes it after its lock ends"
         )
     return EXIT_OK
+
+
+def cmd_maintain(args: argparse.Namespace, session: Session) -> int:
+    replicas = session.connect()
+    repo = session.unlock(replicas)
+    report = status_line(quiet=args.quiet or args.json)
+    snapshots = repo.snapshots()
+    references = References(repo)
+    needs: dict[str, set[Handle]] = {}
+    unresolved = []
+    for snapshot in snapshots:
+        try:
+            needs[snapshot.id] = references.objects(snapshot)
+        except ColdvaultError as exc:
+            unresolved.append(str(exc))  # the others' locks are still worth extending
+    resolved = [s for s in snapshots if s.id in needs]
+    now = datetime.now(UTC)
+    results = [
+        maintain_target(
+            target.name,
+            store,
+            LockPolicy.of(target),
+            resolved,
+            needs,
+            now=now,
+            ahead=timedelta(days=target.lock.extend_ahead_days if target.type != "local" and target.lock else 0),
+            dry_run=args.dry_run,
+            report=report,
+        )  # fmt: skip
+        for target, store in zip(session.config.targets, replicas.stores, strict=True)
+    ]
+    if args.json:
+        emit_json({"dry_run": args.dry_run, "unresolved": unresolved, "targets": [_locks_doc(r) for r in results]})
+    else:
+        for r in results:
+            print(_locks_line(r, args.dry_run))
+            for line in r.short if args.dry_run else []:
+                print(f"  {line}")
+            for line in r.missing + r.errors:
+                print(f"  {line}")
+        for line in unresolved:
+            print(f"  {line}")
+    unreachable = [r.name for r in results if r.errors]
+    if unresolved or any(r.missing for r in results):
+        raise IntegrityError(
+            "objects that retained snapshots need are missing; see the lines above and run 'coldvault check'"
+        )
+    if unreachable:
+        raise TargetError(f"maintain could not finish on {', '.join(unreachable)}; run it again once it is back")
+    return EXIT_OK
+
+
+def _locks_line(r: TargetLocks, dry_run: bool) -> str:
+    if r.skipped:
+        return f"{r.name}: skipped ({r.skipped})"
+    verb = "would extend" if dry_run else "extended"
+    return f"{r.name}: {r.checked} locks checked, {verb} {len(r.extended)}, {len(r.missing)} objects missing"
+
+
+def _locks_doc(r: TargetLocks) -> dict[str, object]:
+    return {
+        "name": r.name,
+        "skipped": r.skipped,
+        "checked": r.checked,
+        "extended": r.extended,
+        "short": r.short,
+        "missing": r.missing,
+        "errors": r.errors,
+    }
 
 
 def _group_doc(group: Group) -> dict[str, object]:

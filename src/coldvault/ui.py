@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from tqdm import tqdm
@@ -84,3 +85,8 @@ def make_progress(*, quiet: bool) -> TerminalProgress | LineProgress:
     if not quiet and sys.stderr.isatty():
         return TerminalProgress()
     return LineProgress(quiet=quiet)
+
+
+def status_line(*, quiet: bool) -> Callable[[str], None]:
+    """Where long waits report: stderr, so that --stdout and --json output stay clean."""
+    return (lambda _: None) if quiet else (lambda message: print(message, file=sys.stderr, flush=True))

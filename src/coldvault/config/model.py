@@ -143,6 +143,9 @@ class LockConfig(_Strict):
 
     mode: Literal["compliance", "governance"] = "compliance"
     days: int = Field(default=DEFAULT_LOCK_DAYS, ge=1, le=36500)
+    # When 'coldvault maintain' extends the lock of an object a newer snapshot shares, it extends
+    # it this many days past the need: one request per shared object every few days, not daily.
+    extend_ahead_days: int = Field(default=7, ge=0, le=3650)
 
 
 def _lock_switch(value: object) -> object:
@@ -300,6 +303,11 @@ class DaemonConfig(_Strict):
     drill: ScheduleText = "@daily"
     scrub: ScheduleText = "@weekly"
     sync: ScheduleText = "@hourly"
+    # Retention: apply the sources' keep_* rules (write-only: forgotten snapshots stay until prune),
+    # then extend the locks of what retained snapshots share.  Prune is never run by the daemon:
+    # it needs delete rights, which the daemon's credentials must not have.
+    forget: ScheduleText = "@daily"
+    maintain: ScheduleText = "@daily"
     # Each run starts at a stable random point within this much of its slot, so that many
     # hosts on one schedule do not hit the providers at the same second.
     jitter: Seconds = 0

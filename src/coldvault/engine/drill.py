@@ -20,6 +20,7 @@ from typing import Any
 
 from coldvault.engine.check import read_pack
 from coldvault.engine.full_drill import FullDrill
+from coldvault.engine.locks import LockPolicy, snapshot_retained_until
 from coldvault.engine.warmup import warm_up
 from coldvault.errors import ColdvaultError, IntegrityError
 from coldvault.repo.blob import BlobKind
@@ -51,12 +52,6 @@ class Coverage:
 
 
 @dataclass(frozen=True)
-class LockPolicy:
-    mode: str  # "compliance" or "governance"
-    days: int
-
-
-@dataclass(frozen=True)
 class Sample:
     """A byte range of a file, the file named by its position among the snapshot's regular files in
     listing order: a report travels in plaintext, and file names are the repository's secret."""
@@ -80,7 +75,7 @@ class TargetDrill:
     locks_checked: int = 0
     lock_violations: list[str] = field(default_factory=list)
     snapshots: list[str] = field(default_factory=list)  # ids the target shows
-    packs_read: set[Handle] = field(default_factory=set)
+    packs_read: dict[Handle, set[str]] = field(default_factory=dict)  # → the snapshots it was read for
     warmup_s: float = 0.0
     verified: set[str] = field(default_factory=set)  # snapshots whose every sample read back whole
     whole_packs: list[str] = field(default_factory=list)  # read whole for coverage, and verified
@@ -245,7 +240,7 @@ def _drill_range(
     got = 0
     try:
         for chunk_id, location in _covering(repo, node, offset, length):
-            result.packs_read.add(Handle(Kind.DATA, location.pack))
+            result.packs_read.setdefault(Handle(Kind.DATA, location.pack), set()).add(snapshot.id)
             data = repo.read_blob(BlobKind.DATA, chunk_id)
             if result.first_byte_s is None:
                 result.first_byte_s = monotonic() - started
@@ -262,28 +257,39 @@ def _drill_range(
 def _check_locks(
     result: TargetDrill, store: Store, lock: LockPolicy | None, drilled: list[Snapshot], now: datetime
 ) -> None:
-    """Read back the lock of every pack the sample read and of every manifest drilled.
+    """Read back the lock of every manifest drilled and of every pack the sample read.
 
-    Every object must be locked in the policy's mode and still under retention; a manifest,
-    written when its snapshot was taken, must be retained at least ``days`` from then."""
+    Every object must be locked in the policy's mode and still under retention, and at least as
+    long as every drilled snapshot that needs it: a snapshot is retained ``days`` from its time
+    (engine.locks).  A pack shared with older snapshots is the case to watch: 'coldvault
+    maintain' extends such locks, and a drill that finds one too short fails."""
     if lock is None:
         return
-    required = {Handle(Kind.SNAPSHOT, s.id): s.time + timedelta(days=lock.days) - _CLOCK_SLACK for s in drilled}
-    for handle in sorted(result.packs_read, key=lambda h: h.name) + list(required):
-        info = store.head(handle)
-        result.locks_checked += 1
-        until = info.retain_until
-        if info.lock_mode != lock.mode:
+    retained = {s.id: snapshot_retained_until(s, lock.days) - _CLOCK_SLACK for s in drilled}
+    needs = {Handle(Kind.SNAPSHOT, s): {s} for s in retained}
+    needs.update(sorted(result.packs_read.items(), key=lambda item: item[0].name))
+    for handle, needed_by in needs.items():
+        until = _lock_of(result, store, handle, lock, now)
+        need, snapshot = max((retained[s], s) for s in needed_by)
+        if until is not None and until < need:
+            why = "the policy's" if handle.kind is Kind.SNAPSHOT else "what a snapshot that shares it needs"
             result.lock_violations.append(
-                f"{handle} is locked in mode {info.lock_mode!r}; the policy says {lock.mode!r}"
+                f"{handle} is retained until {until.isoformat()}, shorter than {why}: {lock.days} days"
+                f" from snapshot {snapshot[:12]} ({need.isoformat()}); run 'coldvault maintain'"
             )
-        elif until is None or until <= now:
-            result.lock_violations.append(f"{handle} is no longer under retention (it ended {until})")
-        elif handle in required and until < required[handle]:
-            result.lock_violations.append(
-                f"{handle} is retained until {until.isoformat()}, shorter than the policy's {lock.days} days"
-                f" from its snapshot ({required[handle].isoformat()})"
-            )
+
+
+def _lock_of(result: TargetDrill, store: Store, handle: Handle, lock: LockPolicy, now: datetime) -> datetime | None:
+    """The object's retain-until, if it is locked as the policy says; otherwise the violation is noted."""
+    info = store.head(handle)
+    result.locks_checked += 1
+    if info.lock_mode != lock.mode:
+        result.lock_violations.append(f"{handle} is locked in mode {info.lock_mode!r}; the policy says {lock.mode!r}")
+        return None
+    if info.retain_until is None or info.retain_until <= now:
+        result.lock_violations.append(f"{handle} is no longer under retention (it ended {info.retain_until})")
+        return None
+    return info.retain_until
 
 
 def body_of(

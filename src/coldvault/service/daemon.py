@@ -1,6 +1,6 @@
 """`coldvault daemon`: every job on its schedule, under systemd's eye.
 
-Jobs are a backup per source, sync, drill and scrub.  Each runs as a child `coldvault`
+Jobs are a backup per source, forget, sync, maintain, drill and scrub.  Each runs as a child `coldvault`
 command, so that a job that fails, hangs or leaks cannot take the service down, and its
 exit code says what went wrong (README, "Exit codes").  The loop, on the event loop:
 
@@ -40,12 +40,12 @@ from coldvault.storage.private_file import write_private_file
 
 _TICK = 30.0  # seconds between looks at the schedule, when the watchdog asks for nothing shorter
 # Jobs in the order `--once` runs them: what a drill checks should be backed up and replicated first.
-_PHASES = ("backup", "sync", "drill", "scrub")
+_PHASES = ("backup", "forget", "sync", "maintain", "drill", "scrub")
 
 
 @dataclass(frozen=True)
 class Job:
-    name: str  # "backup:<source>", "sync", "drill", "scrub"
+    name: str  # "backup:<source>", "forget", "sync", "maintain", "drill", "scrub"
     args: tuple[str, ...]  # the coldvault command that does it
     schedule: Schedule
 
@@ -62,7 +62,9 @@ def jobs_of(config: Config) -> list[Job]:
         if s.schedule is not None
     ]
     for name, expression in (
+        ("forget", config.daemon.forget),
         ("sync", config.daemon.sync),
+        ("maintain", config.daemon.maintain),
         ("drill", config.daemon.drill),
         ("scrub", config.daemon.scrub),
     ):
@@ -159,7 +161,7 @@ class Daemon:
         return 0
 
     async def once(self) -> int:
-        """Every due job one time, phase by phase (backups, sync, drill, scrub); 0 if all succeeded."""
+        """Every due job one time, phase by phase (_PHASES); 0 if all succeeded."""
         self.notifier.ready(self._status())
         for phase in range(len(_PHASES)):
             self.start_due(phase=phase)
