@@ -11,12 +11,14 @@ import base64
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import google_crc32c
 import pytest
@@ -165,6 +167,7 @@ def test_missing_objects_are_not_found(store: GcsStore) -> None:
         lambda: store.get(handle, offset=10, length=0),
         lambda: store.head(handle),
         lambda: store.warmup_status([handle]),
+        lambda: store.retain(handle, datetime.now(UTC) + timedelta(days=1)),
     ):
         with pytest.raises(NotFound, match=f"cold: {handle} does not exist"):
             read()
@@ -219,6 +222,72 @@ def test_listing_pages_through_many_objects_and_skips_foreign_keys(
     assert [i.handle.name for i in listed] == sorted(names)
     assert all(i.handle.kind is Kind.DATA and i.size == 1 for i in listed)
     assert len([s for s in wire.sent if s.method == "GET"]) == 2  # 1000 + 5
+
+
+@pytest.mark.emulator
+def test_the_listing_asks_for_every_field_it_reads(store: GcsStore, wire: Wire) -> None:
+    """fake-gcs-server answers every field whatever ``fields`` names; GCS answers only the fields named."""
+    store.put(Handle(Kind.INDEX, name("listed")), b"i")
+    wire.sent.clear()
+    [info] = store.list(Kind.INDEX)
+    [listing] = wire.sent
+    items = re.fullmatch(r"items\((.*)\),nextPageToken", parse_qs(urlsplit(listing.url).query)["fields"][0])
+    assert items is not None
+    assert set(items.group(1).split(",")) == {"name", "size", "storageClass", "retention", "timeCreated"}
+    assert info.created is not None
+
+
+# ---- extending retention ---------------------------------------------------------------------
+
+FIRST = datetime(2040, 1, 2, 3, 4, 5, tzinfo=UTC)
+LATER = FIRST + timedelta(days=30)
+
+
+@pytest.mark.emulator
+@pytest.mark.parametrize("written_with, sent_mode", [("governance", "Unlocked"), (None, "Locked")])
+def test_retain_patches_the_later_date_in_the_objects_own_mode(
+    gcs_server: Emulator, bucket: storage.Bucket, store: GcsStore, wire: Wire, written_with: str | None, sent_mode: str
+) -> None:
+    """An object keeps the mode it was written with; one without retention gets the store's (compliance)."""
+    handle = Handle(Kind.DATA, name(20))
+    if written_with is None:
+        store.put(handle, b"kept")
+    else:
+        GcsStore(client(gcs_server.endpoint), bucket.name, lock_mode=written_with).put(
+            handle, b"kept", retain_until=FIRST
+        )
+    wire.sent.clear()
+    info = store.retain(handle, LATER)
+
+    [patch] = [s for s in wire.sent if s.method == "PATCH"]
+    retention = json.loads(patch.body)["retention"]
+    assert retention["mode"] == sent_mode and datetime.fromisoformat(retention["retainUntilTime"]) == LATER
+    stored = bucket.get_blob(handle.path)
+    assert stored is not None and f"generation={stored.generation}&" in patch.url
+    assert "overrideUnlockedRetention" not in patch.url  # needed only to shorten or to lock, never to lengthen
+    assert (stored.retention.mode, stored.retention.retain_until_time) == (sent_mode, LATER)
+    assert store.head(handle) == info
+
+
+@pytest.mark.emulator
+def test_retain_to_an_earlier_date_sends_no_patch(store: GcsStore, wire: Wire) -> None:
+    handle = Handle(Kind.DATA, name(21))
+    store.put(handle, b"kept", retain_until=LATER)
+    wire.sent.clear()
+    for earlier in (FIRST, LATER):
+        assert store.retain(handle, earlier).retain_until == LATER
+    assert [s.method for s in wire.sent] == ["GET", "GET"]
+    assert store.head(handle).retain_until == LATER
+
+
+@pytest.mark.emulator
+def test_a_refused_extension_is_permission_denied(store: GcsStore, wire: Wire) -> None:
+    """Mock only the 403, GCS's answer to credentials without storage.objects.update: the emulator grants all."""
+    handle = Handle(Kind.DATA, name(22))
+    store.put(handle, b"kept", retain_until=FIRST)
+    wire.answer = lambda sent: canned(sent, 403) if sent.method == "PATCH" else None
+    with pytest.raises(PermissionDenied, match=f"cold: could not extend the lock of {handle}: access denied"):
+        store.retain(handle, LATER)
 
 
 # ---- checksums and resumable uploads ---------------------------------------------------------

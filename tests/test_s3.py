@@ -19,6 +19,7 @@ from conftest import CloudBucket, raw_s3_client
 
 from coldvault.errors import IntegrityError, Locked, NotFound, PermissionDenied, TargetError, Transient
 from coldvault.storage.handle import Handle, Kind
+from coldvault.storage.protocol import PutMode
 from coldvault.storage.s3 import S3Store
 
 pytestmark = pytest.mark.emulator
@@ -146,6 +147,54 @@ def test_delete_removes_every_version_when_unlocked(s3_bucket: CloudBucket) -> N
     store.delete(DATA)
     answer = client.list_object_versions(Bucket=s3_bucket.target["bucket"])
     assert answer.get("Versions", []) == [] and answer.get("DeleteMarkers", []) == []
+
+
+def test_retain_lengthens_a_governance_lock_without_bypassing_it(s3_bucket: CloudBucket) -> None:
+    """The object keeps the mode it was written with, though this store would write compliance."""
+    client = _client(s3_bucket)
+    wire = Wire(client)
+    first = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    _store(s3_bucket, client, lock_mode="governance").put(DATA, b"kept", retain_until=first)
+    later = first + timedelta(days=2)
+    info = _store(s3_bucket, client).retain(DATA, later)
+    assert (info.retain_until, info.lock_mode) == (later, "governance")
+    [request] = wire.of("PutObjectRetention")
+    assert "x-amz-bypass-governance-retention" not in request
+    stored = client.head_object(Bucket=s3_bucket.target["bucket"], Key=DATA.path)
+    assert (stored["ObjectLockMode"], stored["ObjectLockRetainUntilDate"]) == ("GOVERNANCE", later)
+
+
+def test_retain_to_an_earlier_date_sends_no_retention(s3_bucket: CloudBucket) -> None:
+    """moto would accept a shorter date (S3 refuses it), so what matters is that none is sent."""
+    client = _client(s3_bucket)
+    wire = Wire(client)
+    store = _store(s3_bucket, client)
+    until = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
+    store.put(DATA, b"kept", retain_until=until)
+    for earlier in (until - timedelta(days=1), until):
+        assert store.retain(DATA, earlier).retain_until == until
+    assert wire.of("PutObjectRetention") == []
+    assert store.head(DATA).retain_until == until
+
+
+def test_retain_extends_the_current_version_written_over_a_locked_one(s3_bucket: CloudBucket) -> None:
+    """Scrub repairs an object by writing it again: the new version is the one reads see, so it is the one extended."""
+    client = _client(s3_bucket)
+    store = _store(s3_bucket, client)
+    first = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    store.put(DATA, b"damaged", retain_until=first)
+    store.put(DATA, b"repaired", mode=PutMode.OVERWRITE, retain_until=first)
+    later = first + timedelta(days=2)
+    store.retain(DATA, later)
+    bucket = s3_bucket.target["bucket"]
+    versions = client.list_object_versions(Bucket=bucket, Prefix=DATA.path)["Versions"]
+    retained = {
+        v["IsLatest"]: client.head_object(Bucket=bucket, Key=DATA.path, VersionId=v["VersionId"])[
+            "ObjectLockRetainUntilDate"
+        ]
+        for v in versions
+    }
+    assert retained == {True: later, False: first}
 
 
 # ---- error translation: botocore's Stubber answers as S3 would, where moto cannot be made to ------------

@@ -4,8 +4,9 @@ Translation only: retries, concurrency limits, lock and tier policy are wrappers
 the blocks of a staged upload are each retried here, with the retry wrapper's policy.
 Specifics worth knowing:
 - Create-only is ``If-None-Match: *`` on Put Blob and on Put Block List.
-- Retention is a version-level immutability policy written with the blob, never afterwards;
-  the container needs version-level immutability enabled, which is what ``object_lock`` reports.
+- Retention is a version-level immutability policy written with the blob, and ``retain`` only
+  ever lengthens it afterwards; the container needs version-level immutability enabled, which is
+  what ``object_lock`` reports.
 - Such containers sit in accounts with blob versioning, where deleting a blob keeps its data as a
   previous version; a lifecycle rule removes previous versions (docs/OPERATIONS.md).
 - Warm-up moves an archived blob to Hot, where it stays: unlike S3 there is no temporary copy.
@@ -39,6 +40,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import (
     BlobBlock,
     BlobClient,
+    BlobProperties,
     BlobServiceClient,
     ContainerClient,
     ContentSettings,
@@ -59,7 +61,7 @@ from coldvault.errors import (
     TargetError,
     Transient,
 )
-from coldvault.storage.cloud import PROVIDER_LOCK_MODES, ObjectKeys, lock_mode_of, parts, seconds, utc
+from coldvault.storage.cloud import PROVIDER_LOCK_MODES, ObjectKeys, lengthened, lock_mode_of, parts, seconds, utc
 from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.protocol import BytesLike, Capabilities, ObjectInfo, PutMode
 from coldvault.storage.retry import SEND_ONCE, RetryPolicy
@@ -183,31 +185,33 @@ class AzureStore:
         return data
 
     def head(self, handle: Handle) -> ObjectInfo:
-        with self._errors(f"look up {handle}", handle):
-            properties = self._blob(handle).get_blob_properties()
-        policy = properties.immutability_policy
-        tier = _value(properties.blob_tier)
-        return ObjectInfo(
-            handle,
-            properties.size,
-            retain_until=utc(policy.expiry_time) if policy.expiry_time else None,
-            lock_mode=lock_mode_of(_value(policy.policy_mode)),  # "Mutable" means no policy
-            storage_class=tier,
-            archived=tier == ARCHIVE,
-        )
+        return self._info(handle, self._properties(handle))
 
     def list(self, kind: Kind) -> Iterator[ObjectInfo]:
         with self._errors(f"list {kind.value}"):
+            # A listing leaves the immutability policy out unless asked; like S3's, it has no retention.
             listing = self._container.list_blobs(name_starts_with=self._keys.folder(kind), results_per_page=_LIST_PAGE)
             for item in listing:
                 handle = self._keys.handle(item.name, kind)
                 if handle is not None:
-                    tier = _value(item.blob_tier)
-                    yield ObjectInfo(handle, item.size, storage_class=tier, archived=tier == ARCHIVE)
+                    yield self._info(handle, item)
 
     def delete(self, handle: Handle) -> None:
         with self._errors(f"delete {handle}", handle):
             self._blob(handle).delete_blob()
+
+    def retain(self, handle: Handle, until: datetime) -> ObjectInfo:
+        properties = self._properties(handle)
+        current = self._info(handle, properties)
+        wanted = lengthened(current, until, self._lock_mode)
+        if wanted is None:
+            return current
+        policy = ImmutabilityPolicy(expiry_time=wanted.retain_until, policy_mode=PROVIDER_LOCK_MODES[wanted.lock_mode])
+        # The version just looked at, the current one: a version written since carries its own policy,
+        # and the one compared here is never shortened.
+        with self._errors(f"extend the lock of {handle}", handle):
+            self._blob(handle).set_immutability_policy(policy, version_id=properties.version_id)
+        return wanted
 
     def warmup(self, handles: Iterable[Handle]) -> None:
         for handle in handles:
@@ -223,14 +227,30 @@ class AzureStore:
     def warmup_status(self, handles: Iterable[Handle]) -> dict[Handle, bool]:
         status = {}
         for handle in handles:
-            with self._errors(f"look up {handle}", handle):
-                properties = self._blob(handle).get_blob_properties()
+            properties = self._properties(handle)
             pending = str(properties.archive_status or "").startswith("rehydrate-pending")
             status[handle] = _value(properties.blob_tier) != ARCHIVE and not pending
         return status
 
     def _blob(self, handle: Handle) -> BlobClient:
         return self._container.get_blob_client(self._keys.key(handle))
+
+    def _properties(self, handle: Handle) -> BlobProperties:
+        with self._errors(f"look up {handle}", handle):
+            return self._blob(handle).get_blob_properties()
+
+    def _info(self, handle: Handle, properties: BlobProperties) -> ObjectInfo:
+        policy = properties.immutability_policy
+        tier = _value(properties.blob_tier)
+        return ObjectInfo(
+            handle,
+            properties.size,
+            retain_until=utc(policy.expiry_time) if policy.expiry_time else None,
+            lock_mode=lock_mode_of(_value(policy.policy_mode)),  # "Mutable" means no policy
+            storage_class=tier,
+            archived=tier == ARCHIVE,
+            created=utc(properties.creation_time) if properties.creation_time else None,
+        )
 
     def _put_in_blocks(
         self, blob: BlobClient, data: BytesLike, mode: PutMode, options: dict[str, Any], handle: Handle

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from coldvault.storage.handle import Handle, Kind
-from coldvault.storage.protocol import BytesLike
+from coldvault.storage.protocol import BytesLike, ObjectInfo
 
 # GCS and Azure call the two strengths of retention by the same names.
 PROVIDER_LOCK_MODES = {"compliance": "Locked", "governance": "Unlocked"}
@@ -24,6 +24,15 @@ def lock_mode_of(provider_mode: str | None) -> str | None:
         if (provider_mode or "").lower() == theirs.lower():
             return ours
     return None
+
+
+def lengthened(current: ObjectInfo, until: datetime, lock_mode: str) -> ObjectInfo | None:
+    """What ``retain`` makes of an object: its lock running to ``until``, in the object's own mode, else
+    in ``lock_mode`` (coldvault's name); None when the lock already lasts that long, as retain never shortens."""
+    until = utc(until)
+    if current.retain_until is not None and current.retain_until >= until:
+        return None
+    return replace(current, retain_until=until, lock_mode=current.lock_mode or lock_mode)
 
 
 @dataclass(frozen=True)

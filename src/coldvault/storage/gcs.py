@@ -5,7 +5,8 @@ the requests of a resumable upload are each retried here, with the retry wrapper
 Specifics worth knowing:
 - Create-only is ``ifGenerationMatch=0``: the write succeeds only if no live object has the name.
 - Retention is object retention written with the object (``Locked`` is compliance, ``Unlocked``
-  governance); the bucket needs object retention enabled for that.
+  governance); the bucket needs object retention enabled for that.  ``retain`` only ever lengthens it
+  afterwards, so it never needs ``overrideUnlockedRetention``.
 - NEARLINE, COLDLINE and ARCHIVE read at once (with retrieval fees), so nothing ever needs warming up.
 - Every upload carries a crc32c, and the crc32c GCS reports for the stored object must match ours.
 - SDK retries are off (``retry=None`` on every call): the retry wrapper owns retrying, with one
@@ -51,6 +52,7 @@ from coldvault.storage.cloud import (
     PROVIDER_LOCK_MODES,
     ObjectKeys,
     ViewReader,
+    lengthened,
     lock_mode_of,
     one_line,
     parts,
@@ -66,7 +68,7 @@ T = TypeVar("T")
 _TIMEOUT = (10, 120)  # seconds to connect, and to wait for each answer: a stalled transfer fails and is retried
 _CHUNK_MULTIPLE = 256 << 10  # GCS accepts resumable chunks in multiples of 256 KiB only
 _PAGE_SIZE = 1000  # the most GCS lists per request
-_LISTED_FIELDS = "items(name,size,storageClass,retention),nextPageToken"
+_LISTED_FIELDS = "items(name,size,storageClass,retention,timeCreated),nextPageToken"
 _BUSY = frozenset({408, 429, 500, 502, 503, 504})  # what GCS's retry guidance calls retryable
 _NETWORK = (
     ConnectionError,  # the SDK's own, for a download cut short
@@ -95,6 +97,7 @@ class GcsStore:
         self._bucket = client.bucket(bucket)
         self._name = name
         self._keys = ObjectKeys(prefix)
+        self._lock_mode = lock_mode
         self._retention_mode = PROVIDER_LOCK_MODES[lock_mode]
         self._part_size = max(_CHUNK_MULTIPLE, part_size - part_size % _CHUNK_MULTIPLE)
         self._region = region
@@ -212,6 +215,22 @@ class GcsStore:
                 self._refuse_if_retained(handle, "delete")
                 raise
 
+    def retain(self, handle: Handle, until: datetime) -> ObjectInfo:
+        blob = self._blob(handle)
+        with self._errors(f"look up {handle}", handle):
+            blob.reload(retry=None, timeout=_TIMEOUT)
+        current = self._info(handle, blob)
+        wanted = lengthened(current, until, self._lock_mode)
+        if wanted is None:
+            return current
+        blob.retention.mode = PROVIDER_LOCK_MODES[wanted.lock_mode]
+        blob.retention.retain_until_time = wanted.retain_until
+        # The reloaded blob names its generation, so the patch reaches the object just looked at and never
+        # a newer one, whose retention was not compared (one written meanwhile makes this NotFound).
+        with self._errors(f"extend the lock of {handle}", handle):
+            blob.patch(retry=None, timeout=_TIMEOUT)
+        return wanted
+
     def warmup(self, handles: Iterable[Handle]) -> None:
         """Nothing to do: every GCS storage class reads at once."""
 
@@ -233,6 +252,7 @@ class GcsStore:
             retain_until=utc(retain_until) if retain_until else None,
             lock_mode=lock_mode_of(blob.retention.mode),
             storage_class=blob.storage_class,
+            created=utc(blob.time_created) if blob.time_created else None,
         )
 
     def _refuse_if_retained(self, handle: Handle, action: str) -> None:

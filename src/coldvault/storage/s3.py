@@ -4,7 +4,8 @@ Translation only: retries, concurrency limits, lock and tier policy are wrappers
 the parts of a multipart upload are each retried here, with the retry wrapper's policy.
 Specifics worth knowing:
 - Create-only is ``If-None-Match: *`` on PutObject and CompleteMultipartUpload.
-- Retention is written with the object (Object Lock headers), never afterwards.
+- Retention is written with the object (Object Lock headers); ``retain`` only ever lengthens it
+  afterwards (PutObjectRetention, never with BypassGovernanceRetention).
 - Buckets with Object Lock are versioned, so deleting a key would only add a delete
   marker; ``delete`` removes the versions themselves, which the lock refuses until
   retention ends.
@@ -41,7 +42,7 @@ from coldvault.errors import (
     TargetError,
     Transient,
 )
-from coldvault.storage.cloud import ObjectKeys, ViewReader, one_line, parts, seconds, utc
+from coldvault.storage.cloud import ObjectKeys, ViewReader, lengthened, one_line, parts, seconds, utc
 from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.protocol import BytesLike, Capabilities, ObjectInfo, PutMode
 from coldvault.storage.retry import SEND_ONCE, RetryPolicy
@@ -171,19 +172,7 @@ class S3Store:
             return answer["Body"].read()
 
     def head(self, handle: Handle) -> ObjectInfo:
-        with self._errors(f"look up {handle}", handle):
-            answer = self._client.head_object(Bucket=self._bucket, Key=self._keys.key(handle))
-        storage_class = answer.get("StorageClass") or "STANDARD"
-        retain_until = answer.get("ObjectLockRetainUntilDate")
-        mode = answer.get("ObjectLockMode")
-        return ObjectInfo(
-            handle,
-            answer["ContentLength"],
-            retain_until=utc(retain_until) if retain_until else None,
-            lock_mode=mode.lower() if mode else None,
-            storage_class=storage_class,
-            archived=storage_class in NEEDS_RESTORE,
-        )
+        return self._info(handle, self._head(handle))
 
     def list(self, kind: Kind) -> Iterator[ObjectInfo]:
         paginator = self._client.get_paginator("list_objects_v2")
@@ -194,7 +183,11 @@ class S3Store:
                     if handle is not None:
                         storage_class = item.get("StorageClass") or "STANDARD"
                         yield ObjectInfo(
-                            handle, item["Size"], storage_class=storage_class, archived=storage_class in NEEDS_RESTORE
+                            handle,
+                            item["Size"],
+                            storage_class=storage_class,
+                            archived=storage_class in NEEDS_RESTORE,
+                            created=utc(item["LastModified"]),
                         )
 
     def delete(self, handle: Handle) -> None:
@@ -211,6 +204,24 @@ class S3Store:
             for marker in markers:
                 self._client.delete_object(Bucket=self._bucket, Key=key, VersionId=marker)
 
+    def retain(self, handle: Handle, until: datetime) -> ObjectInfo:
+        answer = self._head(handle)
+        current = self._info(handle, answer)
+        wanted = lengthened(current, until, self._lock_mode.lower())
+        if wanted is None:
+            return current
+        # The version just looked at, the current one: should scrub write a newer version meanwhile, that
+        # one carries its own retention, and the retention compared here is never shortened.
+        version = {"VersionId": answer["VersionId"]} if answer.get("VersionId") else {}
+        with self._errors(f"extend the lock of {handle}", handle):
+            self._client.put_object_retention(
+                Bucket=self._bucket,
+                Key=self._keys.key(handle),
+                Retention={"Mode": wanted.lock_mode.upper(), "RetainUntilDate": wanted.retain_until},
+                **version,
+            )
+        return wanted
+
     def warmup(self, handles: Iterable[Handle]) -> None:
         request = {"Days": RESTORE_DAYS, "GlacierJobParameters": {"Tier": self._restore_tier}}
         for handle in handles:
@@ -225,11 +236,29 @@ class S3Store:
     def warmup_status(self, handles: Iterable[Handle]) -> dict[Handle, bool]:
         status = {}
         for handle in handles:
-            with self._errors(f"look up {handle}", handle):
-                answer = self._client.head_object(Bucket=self._bucket, Key=self._keys.key(handle))
+            answer = self._head(handle)
             archived = (answer.get("StorageClass") or "STANDARD") in NEEDS_RESTORE
             status[handle] = not archived or 'ongoing-request="false"' in (answer.get("Restore") or "")
         return status
+
+    def _head(self, handle: Handle) -> dict[str, Any]:
+        with self._errors(f"look up {handle}", handle):
+            return self._client.head_object(Bucket=self._bucket, Key=self._keys.key(handle))
+
+    def _info(self, handle: Handle, answer: dict[str, Any]) -> ObjectInfo:
+        """The ObjectInfo of a HeadObject answer."""
+        storage_class = answer.get("StorageClass") or "STANDARD"
+        retain_until = answer.get("ObjectLockRetainUntilDate")
+        mode = answer.get("ObjectLockMode")
+        return ObjectInfo(
+            handle,
+            answer["ContentLength"],
+            retain_until=utc(retain_until) if retain_until else None,
+            lock_mode=mode.lower() if mode else None,
+            storage_class=storage_class,
+            archived=storage_class in NEEDS_RESTORE,
+            created=utc(answer["LastModified"]),
+        )
 
     def _put_in_parts(
         self, key: str, data: BytesLike, options: dict[str, Any], condition: dict[str, str], handle: Handle
