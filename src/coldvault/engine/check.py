@@ -14,7 +14,7 @@ from coldvault.errors import ColdvaultError, IntegrityError
 from coldvault.repo.blob import BlobKind, decode_blob
 from coldvault.repo.index import Index, PackRecord
 from coldvault.repo.pack import read_header
-from coldvault.repo.repository import PACK_KINDS, Repository
+from coldvault.repo.repository import PACK_KINDS, Repository, build_index
 from coldvault.repo.tree import FILE
 from coldvault.storage.handle import Handle, Kind, verify_object
 
@@ -77,14 +77,14 @@ def _check_key_slots(repo: Repository, result: CheckResult) -> None:
 
 
 def _load_index(repo: Repository, result: CheckResult) -> Index:
-    index = Index()
+    """Every index object read and verified; the entries of superseded ones are retired (repo.index)."""
+    objects = []
     for info in repo.store.list(Kind.INDEX):
         try:
-            for record in repo.read_index_object(info.handle.name):
-                index.add(record)
+            objects.append(repo.read_index_object(info.handle.name))
         except ColdvaultError as exc:
             result.errors.append(f"{info.handle}: {exc}")
-    return index
+    return build_index(objects)
 
 
 def _check_packs_listed(repo: Repository, index: Index, result: CheckResult) -> set[str]:

@@ -21,6 +21,7 @@ class EnvelopeType(IntEnum):
     INDEX = 2
     SNAPSHOT = 3
     FORGET = 4
+    SUPERSEDING_INDEX = 5  # an index object written by prune, naming the index objects it replaces
 
 
 def wrap(key: bytes, kind: EnvelopeType, body: bytes) -> bytes:
@@ -37,3 +38,8 @@ def unwrap(key: bytes, kind: EnvelopeType, data: bytes, *, what: str) -> bytes:
     if header[5] != kind:
         raise IntegrityError(f"{what} is not a {kind.name.lower()} object")
     return unseal(key, memoryview(data)[6:], header, what=what)
+
+
+def type_of(data: bytes) -> int | None:
+    """The type an object's header claims, before unwrapping (which authenticates it)."""
+    return data[5] if len(data) >= 6 and data[:4] == MAGIC else None

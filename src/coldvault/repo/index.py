@@ -6,8 +6,16 @@ Stored as encrypted index objects, each describing a set of packs:
     pack_record := pack name [32] || kind u8 || pack length u32 || n u32 || n × entry
     entry       := chunk id [32] || offset u32 || length u32 || raw_length u32
 
-The in-memory Index is the union of every index object; it can always be
-rebuilt from the packs' own headers.
+Prune rewrites the index: it writes an index object that *supersedes* others, carrying over
+the entries of the packs it keeps, and sealed as its own envelope type:
+
+    body := n_superseded u32 || n_superseded × index object name [32] || index body as above
+
+The in-memory Index is the union of every index object that nothing supersedes (live); the
+entries of superseded ones are kept apart (retired), for reading only: a backup that reused a
+pack just before prune dropped it from the index commits a snapshot that still reads, until the
+next prune indexes the pack again.  New backups deduplicate against live entries only, so they
+never reuse a pack that prune is about to delete.
 """
 
 from __future__ import annotations
@@ -52,6 +60,24 @@ def encode_index(packs: Iterable[PackRecord]) -> bytes:
     return bytes(out)
 
 
+def encode_superseding(supersedes: Iterable[str], packs: Iterable[PackRecord]) -> bytes:
+    names = sorted(supersedes)
+    return _COUNT.pack(len(names)) + b"".join(bytes.fromhex(n) for n in names) + encode_index(packs)
+
+
+def decode_superseding(body: bytes, *, what: str) -> tuple[list[str], list[PackRecord]]:
+    """(the index objects it supersedes, its packs)."""
+    try:
+        (count,) = _COUNT.unpack_from(body, 0)
+    except struct.error:
+        raise IntegrityError(f"{what} is malformed") from None
+    end = _COUNT.size + 32 * count
+    if end > len(body):
+        raise IntegrityError(f"{what} is malformed")
+    names = [body[i : i + 32].hex() for i in range(_COUNT.size, end, 32)]
+    return names, decode_index(body[end:], what=what)
+
+
 def decode_index(body: bytes, *, what: str) -> list[PackRecord]:
     try:
         (n_packs,) = _COUNT.unpack_from(body, 0)
@@ -79,37 +105,52 @@ class Index:
     """(kind, chunk id) → Location, plus pack name → PackRecord.  Not thread-safe for writers.
 
     Keyed by kind too: a file may contain exactly the bytes of a listing chunk, and
-    the two must each be stored under their own kind.
+    the two must each be stored under their own kind.  Retired entries (from superseded index
+    objects) answer ``lookup`` after the live ones, and never ``lookup_live``.
     """
 
     def __init__(self) -> None:
         self._chunks: dict[tuple[BlobKind, bytes], Location] = {}
         self._packs: dict[str, PackRecord] = {}
         self._described_by: dict[str, str] = {}  # pack name → name of an index object describing it
+        self._retired_chunks: dict[tuple[BlobKind, bytes], Location] = {}
+        self._retired_packs: dict[str, PackRecord] = {}
+        self._retired_described_by: dict[str, str] = {}
 
-    def add(self, pack: PackRecord, index_object: str | None = None) -> None:
-        self._packs[pack.name] = pack
+    def add(self, pack: PackRecord, index_object: str | None = None, *, retired: bool = False) -> None:
+        packs, chunks, described_by = (
+            (self._retired_packs, self._retired_chunks, self._retired_described_by)
+            if retired
+            else (self._packs, self._chunks, self._described_by)
+        )
+        packs[pack.name] = pack
         if index_object is not None:
-            self._described_by.setdefault(pack.name, index_object)
+            described_by.setdefault(pack.name, index_object)
         for e in pack.entries:
-            location = Location(pack.name, e.kind, e.offset, e.length, e.raw_length)
-            self._chunks.setdefault((e.kind, e.chunk_id), location)
+            chunks.setdefault((e.kind, e.chunk_id), Location(pack.name, e.kind, e.offset, e.length, e.raw_length))
 
     def has(self, kind: BlobKind, chunk_id: bytes) -> bool:
-        return (kind, chunk_id) in self._chunks
+        return self.lookup(kind, chunk_id) is not None
 
     def __len__(self) -> int:
         return len(self._chunks)
 
     def lookup(self, kind: BlobKind, chunk_id: bytes) -> Location | None:
+        """Where to read a chunk: a live entry, else a retired one."""
+        key = (kind, chunk_id)
+        return self._chunks.get(key) or self._retired_chunks.get(key)
+
+    def lookup_live(self, kind: BlobKind, chunk_id: bytes) -> Location | None:
+        """Where a chunk is for deduplication: live entries only (see the module's docstring)."""
         return self._chunks.get((kind, chunk_id))
 
     def packs(self) -> Iterator[PackRecord]:
+        """The live packs."""
         return iter(self._packs.values())
 
     def pack(self, name: str) -> PackRecord | None:
-        return self._packs.get(name)
+        return self._packs.get(name) or self._retired_packs.get(name)
 
     def index_object(self, pack: str) -> str | None:
-        """An index object that describes the pack: a reader needs it to find the pack's chunks."""
-        return self._described_by.get(pack)
+        """An index object that describes the pack (a live one if any): a reader needs it to find the pack's chunks."""
+        return self._described_by.get(pack) or self._retired_described_by.get(pack)

@@ -35,7 +35,15 @@ from coldvault.repo.chunker import NORMALIZED_CHUNKING, ChunkerParams
 from coldvault.repo.crypto import Subkeys
 from coldvault.repo.envelope import EnvelopeType
 from coldvault.repo.forget import ForgetRecord, decode_forget, encode_forget
-from coldvault.repo.index import Index, Location, PackRecord, decode_index, encode_index
+from coldvault.repo.index import (
+    Index,
+    Location,
+    PackRecord,
+    decode_index,
+    decode_superseding,
+    encode_index,
+    encode_superseding,
+)
 from coldvault.repo.keys import DEFAULT_KDF, KeySlot, new_master_key
 from coldvault.repo.manifest import Snapshot, decode_snapshot, encode_snapshot
 from coldvault.repo.tree import Node, decode_lines
@@ -45,6 +53,13 @@ from coldvault.storage.protocol import Store
 FORMAT_VERSION = 1
 _CONFIG = Handle(Kind.CONFIG)
 PACK_KINDS = {BlobKind.DATA: Kind.DATA, BlobKind.TREE: Kind.TREE}
+
+
+@dataclass(frozen=True)
+class IndexObject:
+    name: str
+    records: list[PackRecord]
+    supersedes: list[str]  # index objects it replaces (written by prune)
 
 
 @dataclass(frozen=True)
@@ -188,21 +203,22 @@ class Repository:
         return self._index
 
     def load_index(self) -> Index:
-        index = Index()
+        objects = []
         for info in self.store.list(Kind.INDEX):
             try:
-                records = self.read_index_object(info.handle.name)
+                objects.append(self.read_index_object(info.handle.name))
             except IntegrityError as exc:
                 self.skipped.append(f"skipped {info.handle}: {exc}")
-                continue
-            for record in records:
-                index.add(record, info.handle.name)
-        return index
+        return build_index(objects)
 
-    def read_index_object(self, name: str) -> list[PackRecord]:
+    def read_index_object(self, name: str) -> IndexObject:
         what = f"index {name[:12]}"
-        body = envelope.unwrap(self.subkeys.meta, EnvelopeType.INDEX, self._get_verified(Kind.INDEX, name), what=what)
-        return decode_index(body, what=what)
+        data = self._get_verified(Kind.INDEX, name)
+        if envelope.type_of(data) == EnvelopeType.SUPERSEDING_INDEX:
+            body = envelope.unwrap(self.subkeys.meta, EnvelopeType.SUPERSEDING_INDEX, data, what=what)
+            return IndexObject(name, *reversed(decode_superseding(body, what=what)))
+        body = envelope.unwrap(self.subkeys.meta, EnvelopeType.INDEX, data, what=what)
+        return IndexObject(name, decode_index(body, what=what), [])
 
     def snapshots(self, *, forgotten: bool = False) -> list[Snapshot]:
         """Every readable snapshot, oldest first; damaged manifests are skipped and noted in ``skipped``.
@@ -288,6 +304,12 @@ class Repository:
             self.index.add(record, name)
         return name
 
+    def seal_superseding_index(self, supersedes: Iterable[str], records: Iterable[PackRecord]) -> tuple[Handle, bytes]:
+        """An index object replacing ``supersedes`` (see repo.index), for prune to store where it decides."""
+        body = encode_superseding(supersedes, records)
+        data = envelope.wrap(self.subkeys.meta, EnvelopeType.SUPERSEDING_INDEX, body)
+        return Handle(Kind.INDEX, object_name(data)), data
+
     def seal_snapshot(self, snapshot: Snapshot) -> tuple[Handle, bytes]:
         """The manifest object, for a caller that decides itself where it goes (see engine.replicas)."""
         data = envelope.wrap(self.subkeys.meta, EnvelopeType.SNAPSHOT, encode_snapshot(snapshot))
@@ -342,6 +364,17 @@ class Repository:
             "sealed": base64.b64encode(sealed).decode(),
         }
         return json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
+
+
+def build_index(objects: Iterable[IndexObject]) -> Index:
+    """The index over these objects: the entries of any one another supersedes are retired (repo.index)."""
+    objects = list(objects)
+    superseded = {name for o in objects for name in o.supersedes}
+    index = Index()
+    for o in objects:
+        for record in o.records:
+            index.add(record, o.name, retired=o.name in superseded)
+    return index
 
 
 def _exists(store: Store, handle: Handle) -> bool:

@@ -51,7 +51,7 @@ class BlobWriter:
     def store(self, kind: BlobKind, plaintext: bytes | memoryview) -> bytes:
         """Return the chunk id; seal and pack the chunk only if the repository lacks it."""
         chunk_id = self._repo.subkeys.chunk_id(plaintext)
-        location = self._known.lookup(kind, chunk_id)
+        location = self._known.lookup_live(kind, chunk_id)
         if location is not None:
             self.referenced.add(location.pack)
             return chunk_id
@@ -65,7 +65,7 @@ class BlobWriter:
 
     def reuse(self, kind: BlobKind, chunk_ids: Iterable[bytes]) -> bool:
         """Whether every chunk is already stored; if so, they count as given to this writer."""
-        locations = [self._known.lookup(kind, c) for c in chunk_ids]
+        locations = [self._known.lookup_live(kind, c) for c in chunk_ids]
         if any(location is None for location in locations):
             return False
         self.referenced.update(location.pack for location in locations if location is not None)
