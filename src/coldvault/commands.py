@@ -34,6 +34,7 @@ from coldvault.engine.replicas import Replicas
 from coldvault.engine.reports import ReportLog, load_public_key, public_key_pem, upload_reports
 from coldvault.engine.restore import restore, restore_to_stream, select_nodes
 from coldvault.engine.select import filter_snapshots, find_snapshot
+from coldvault.engine.sessions import BackupSession
 from coldvault.engine.sync import TargetResult, scrub, survey, sync
 from coldvault.engine.warmup import packs_needed, warm_up
 from coldvault.errors import (
@@ -103,18 +104,15 @@ def cmd_backup(args: argparse.Namespace, session: Session) -> int:
         uploads_in_flight=session.uploads_in_flight,
     )
     results = []
-    for source in sources:
-        result = backup(repo, source, options, make_progress(quiet=args.quiet or args.json), replicas=replicas)
-        snap = result.snapshot
-        results.append(result)
-        if not args.json:
-            s = snap.summary
-            print(
-                f"snapshot {snap.id[:8]} of {source.name}: {s['files']} files, {format_size(s['bytes'])}, "
-                f"{format_size(s['new_bytes'])} new ({format_size(s['stored_bytes'])} stored), "
-                f"{s['duration_ms'] / 1000:.1f}s" + (f", {len(snap.warnings)} warnings" if snap.warnings else "")
-            )
+    with BackupSession(repo) as live:
+        for source in sources:
+            progress = make_progress(quiet=args.quiet or args.json)
+            result = backup(repo, source, options, progress, replicas=replicas, before_commit=live.check_alive)
+            results.append(result)
+            if not args.json:
+                _print_backup(source.name, result.snapshot)
     all_targets = [t.name for t in session.config.targets]
+
     if args.json:
         emit_json(
             [
@@ -131,6 +129,15 @@ def cmd_backup(args: argparse.Namespace, session: Session) -> int:
         )
     _warn_skipped(repo)
     return EXIT_PARTIAL if any(r.snapshot.partial for r in results) else EXIT_OK
+
+
+def _print_backup(source: str, snap: Snapshot) -> None:
+    s = snap.summary
+    print(
+        f"snapshot {snap.id[:8]} of {source}: {s['files']} files, {format_size(s['bytes'])}, "
+        f"{format_size(s['new_bytes'])} new ({format_size(s['stored_bytes'])} stored), "
+        f"{s['duration_ms'] / 1000:.1f}s" + (f", {len(snap.warnings)} warnings" if snap.warnings else "")
+    )
 
 
 def _lagging(all_targets: list[str], *holders: tuple[str, ...]) -> list[str]:

@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -96,8 +96,16 @@ _Tag = tuple[str, Node, Segment | None]
 class _Run:
     """State of one backup run: the writer, the thread pool and the ordered pipeline into the listing."""
 
-    def __init__(self, repo: Repository, options: BackupOptions, progress: Progress, replicas: Replicas | None) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        options: BackupOptions,
+        progress: Progress,
+        replicas: Replicas | None,
+        before_commit: Callable[[], None],
+    ) -> None:
         self.repo = repo
+        self.before_commit = before_commit
         self.progress = progress
         self.replicas = replicas
         self.journal = replicas.journal if replicas is not None else None
@@ -173,6 +181,7 @@ class _Run:
             duration_ms=int((time.monotonic() - self.started) * 1000),
         )
         final = replace(snapshot, listing=listing, summary=summary, warnings=tuple(self.warnings))
+        self.before_commit()
         if self.replicas is None:
             return replace(final, id=self.repo.commit_snapshot(final)), (self.repo.store.name,)
         handle, data = self.repo.seal_snapshot(final)
@@ -206,10 +215,12 @@ def backup(
     progress: Progress,
     *,
     replicas: Replicas | None = None,
+    before_commit: Callable[[], None] = lambda: None,
 ) -> BackupResult:
     """Back up one source.  ``replicas`` is the targets' store under ``repo`` when there is one: it
-    decides where the manifest goes and holds the journal; without it, the manifest goes to repo.store."""
-    run = _Run(repo, options, progress, replicas)
+    decides where the manifest goes and holds the journal; without it, the manifest goes to repo.store.
+    ``before_commit`` may refuse the commit by raising (engine.sessions)."""
+    run = _Run(repo, options, progress, replicas, before_commit)
     try:
         progress.start(f"backup {source.name}")
         base = Snapshot(

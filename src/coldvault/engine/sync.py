@@ -26,7 +26,9 @@ from coldvault.storage.handle import Handle, Kind, object_name
 from coldvault.storage.protocol import PutMode, Store
 
 # Forget records go before manifests, so that a catching-up target never shows a forgotten snapshot.
-COPY_ORDER = (Kind.DATA, Kind.TREE, Kind.INDEX, Kind.KEY, Kind.FORGET, Kind.SNAPSHOT, Kind.REPORT, Kind.CONFIG)
+COPY_ORDER = (
+    Kind.DATA, Kind.TREE, Kind.INDEX, Kind.KEY, Kind.SESSION, Kind.FORGET, Kind.SNAPSHOT, Kind.REPORT, Kind.CONFIG,
+)  # fmt: skip
 _PREREQUISITES = frozenset({Kind.DATA, Kind.TREE, Kind.INDEX})
 _COPIES_IN_FLIGHT = 4
 

@@ -22,6 +22,7 @@ class EnvelopeType(IntEnum):
     SNAPSHOT = 3
     FORGET = 4
     SUPERSEDING_INDEX = 5  # an index object written by prune, naming the index objects it replaces
+    SESSION = 6
 
 
 def wrap(key: bytes, kind: EnvelopeType, body: bytes) -> bytes:

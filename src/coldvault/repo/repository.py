@@ -46,6 +46,7 @@ from coldvault.repo.index import (
 )
 from coldvault.repo.keys import DEFAULT_KDF, KeySlot, new_master_key
 from coldvault.repo.manifest import Snapshot, decode_snapshot, encode_snapshot
+from coldvault.repo.session import SessionMarker, decode_marker, encode_marker
 from coldvault.repo.tree import Node, decode_lines
 from coldvault.storage.handle import Handle, Kind, object_name, verify_object
 from coldvault.storage.protocol import Store
@@ -309,6 +310,15 @@ class Repository:
         body = encode_superseding(supersedes, records)
         data = envelope.wrap(self.subkeys.meta, EnvelopeType.SUPERSEDING_INDEX, body)
         return Handle(Kind.INDEX, object_name(data)), data
+
+    def write_session_marker(self, marker: SessionMarker) -> str:
+        data = envelope.wrap(self.subkeys.meta, EnvelopeType.SESSION, encode_marker(marker))
+        return self._put_named(Kind.SESSION, data)
+
+    def read_session_marker(self, name: str) -> SessionMarker:
+        data = self._get_verified(Kind.SESSION, name)
+        body = envelope.unwrap(self.subkeys.meta, EnvelopeType.SESSION, data, what=f"session marker {name[:12]}")
+        return decode_marker(body, name)
 
     def seal_snapshot(self, snapshot: Snapshot) -> tuple[Handle, bytes]:
         """The manifest object, for a caller that decides itself where it goes (see engine.replicas)."""

@@ -30,6 +30,8 @@ class Kind(Enum):
     KEY = "keys"
     SNAPSHOT = "snapshots"
     FORGET = "forget"  # records of forgotten snapshots; the manifests stay until prune
+    SESSION = "sessions"  # markers of backups that may be running, for prune
+    LEASE = "lease"  # prune's exclusive lease: one object, unlocked, under a fixed name
     INDEX = "index"
     DATA = "data"
     TREE = "tree"
