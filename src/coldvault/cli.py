@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="show which locks fall short; change nothing")
     p.add_argument("--json", action="store_true")
 
+    p = command("prune", maintenance_commands.cmd_prune, "delete what no retained snapshot needs, once unlocked")
+    p.add_argument("--dry-run", action="store_true", help="show what would be deleted; change nothing")
+    p.add_argument("--json", action="store_true")
+
     p = command("key", commands.cmd_key, "manage key slots and the recovery key")
     keys = p.add_subparsers(dest="key_command", required=True, metavar="ACTION")
     k = keys.add_parser("list", help="list key slots", parents=[common])

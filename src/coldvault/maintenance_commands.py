@@ -9,12 +9,15 @@ import socket
 from datetime import UTC, datetime, timedelta
 
 from coldvault.commands import emit_json
+from coldvault.engine.lease import Lease
 from coldvault.engine.locks import LockPolicy, References, TargetLocks, maintain_target
+from coldvault.engine.prune import prune
 from coldvault.engine.retention import Group, plan
 from coldvault.errors import EXIT_OK, ColdvaultError, IntegrityError, TargetError
 from coldvault.session import Session
 from coldvault.storage.handle import Handle
 from coldvault.ui import status_line
+from coldvault.units import format_size
 
 
 def cmd_forget(args: argparse.Namespace, session: Session) -> int:
@@ -104,6 +107,38 @@ def cmd_maintain(args: argparse.Namespace, session: Session) -> int:
         )
     if unreachable:
         raise TargetError(f"maintain could not finish on {', '.join(unreachable)}; run it again once it is back")
+    return EXIT_OK
+
+
+def cmd_prune(args: argparse.Namespace, session: Session) -> int:
+    replicas = session.connect(writing=True)
+    if replicas.down:
+        raise TargetError(f"prune needs every target; {'; '.join(replicas.down.values())}")
+    repo = session.unlock(replicas, cached=False)
+    report = status_line(quiet=args.quiet or args.json)
+    now = datetime.now(UTC)
+    with Lease(replicas.stores, lambda: datetime.now(UTC)) as lease:
+        result = prune(
+            repo, replicas.stores, lease, now=now, margin=timedelta(seconds=session.config.prune.safety_margin),
+            dry_run=args.dry_run, report=report,
+        )  # fmt: skip
+    if args.json:
+        emit_json(dict(vars(result), dry_run=args.dry_run))
+        return EXIT_OK
+    verb = "would delete" if args.dry_run else "deleted"
+    print(
+        f"{result.retained} snapshots retained, {result.forgotten} forgotten; {result.garbage} packs unreferenced,"
+        f" {result.kept_locked} of them still locked, {result.kept_in_use} left for running backups"
+    )
+    if result.index_written:
+        print(
+            f"index {result.index_written[:12]} supersedes {result.superseded} index objects"
+            f" ({result.reindexed} packs indexed again)"
+        )
+    for target in session.config.targets:
+        paths = result.deleted.get(target.name, [])
+        print(f"{target.name}: {verb} {len(paths)} objects")
+    print(f"{verb} {format_size(result.deleted_bytes)} in all")
     return EXIT_OK
 
 

@@ -329,10 +329,20 @@ class DaemonConfig(_Strict):
         return self
 
 
+class PruneConfig(_Strict):
+    """``coldvault prune``: run apart from the daemon, with credentials that may delete."""
+
+    # Objects younger than this are never deleted, and a pack leaves the index at least this long
+    # before a backup that may have read the old index starts: covers clock differences between
+    # hosts and providers, and a backup between storing a pack and indexing it.
+    safety_margin: Annotated[int, BeforeValidator(_parse_duration), Field(ge=60)] = 3600
+
+
 class Config(_Strict):
     repository: RepositoryConfig = RepositoryConfig()
     drills: DrillsConfig = DrillsConfig()
     daemon: DaemonConfig = DaemonConfig()
+    prune: PruneConfig = PruneConfig()
     targets: list[Target] = Field(min_length=1)
     sources: list[Source] = []
 

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from coldvault import __version__
 from coldvault.config.model import Source
@@ -31,7 +32,7 @@ from coldvault.engine.progress import Progress
 from coldvault.engine.replicas import Replicas
 from coldvault.engine.segments import Segment, SegmentedReader, SegmentPool
 from coldvault.engine.walk import Entry, Excludes, Warn, walk
-from coldvault.errors import IntegrityError, SourceError, TargetError
+from coldvault.errors import IntegrityError, NotFound, SourceError, TargetError
 from coldvault.repo.blob import BlobKind
 from coldvault.repo.chunker import cut_buffer
 from coldvault.repo.index import PackRecord, decode_index, encode_index
@@ -91,6 +92,12 @@ class _Listing:
 # an entry (add it to the listing), or a hard link whose content is its leader's.
 _CHUNK, _END, _COPY = "chunk", "end", "copy"
 _Tag = tuple[str, Node, Segment | None]
+
+
+# A pack an interrupted run stored without indexing it is adopted by a later run only this long
+# after it was stored (by the store's clock); prune counts on it (engine.prune).
+ADOPT_WINDOW = timedelta(days=2)
+_CLOCK_SKEW = timedelta(hours=1)  # between this host's clock and the store's
 
 
 class _Run:
@@ -274,12 +281,22 @@ def _unindexed_packs(replicas: Replicas, repo: Repository) -> list[PackRecord]:
             continue  # an unreachable target is the writes' to find out about
     records = []
     for handle, record in candidates.items():
-        if journal.stored_anywhere(handle.path):
+        if journal.stored_anywhere(handle.path) and _recent(replicas, handle, repo.clock()):
             records.append(record)
         else:
             done.append(record.name)
     journal.packs_indexed(done)
     return records
+
+
+def _recent(replicas: Replicas, handle: Handle, now: datetime) -> bool:
+    """Whether the pack was stored within the adoption window: prune may delete older ones that no
+    index lists (engine.prune), so they are uploaded again instead.  Asking also proves it is there."""
+    try:
+        created = replicas.head(handle).created
+    except (NotFound, TargetError):
+        return False
+    return created is not None and created > now - ADOPT_WINDOW + _CLOCK_SKEW
 
 
 def _parent_snapshot(repo: Repository, source: Source) -> Snapshot | None:

@@ -148,6 +148,9 @@ class Index:
         """The live packs."""
         return iter(self._packs.values())
 
+    def is_live(self, pack: str) -> bool:
+        return pack in self._packs
+
     def pack(self, name: str) -> PackRecord | None:
         return self._packs.get(name) or self._retired_packs.get(name)
 

@@ -12,6 +12,8 @@ from coldvault.storage.protocol import BytesLike, ObjectInfo, PutMode, Store
 # Only data packs go to an archive class.  Everything `snapshots`, `ls` and `check` read
 # (config, key slots, indexes, manifests, listing packs) stays readable without warm-up.
 ARCHIVABLE = frozenset({Kind.DATA})
+# Prune's lease must be deleted when prune ends, and taken over when it expires: never locked.
+UNLOCKED = frozenset({Kind.LEASE})
 
 
 class PolicyStore(ForwardingStore):
@@ -37,7 +39,7 @@ class PolicyStore(ForwardingStore):
         retain_until: datetime | None = None,
         storage_class: str | None = None,
     ) -> ObjectInfo:
-        if retain_until is None and self.lock_days is not None:
+        if retain_until is None and self.lock_days is not None and handle.kind not in UNLOCKED:
             retain_until = self._clock() + timedelta(days=self.lock_days)
         if storage_class is None and handle.kind in ARCHIVABLE:
             storage_class = self.pack_storage_class

@@ -1,0 +1,223 @@
+"""Prune on two locked memory targets and a fake clock: only unreferenced, unlocked objects go; a
+backup running across a prune keeps what it reuses; the lease excludes a second prune; and, over
+random histories of backups, forgets, lock maintenance and prunes, every retained snapshot restores."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from coldvault.clock import FakeClock
+from coldvault.config import FormatConfig, Secret, Source
+from coldvault.engine.backup import BackupOptions, backup
+from coldvault.engine.check import check
+from coldvault.engine.lease import Lease
+from coldvault.engine.locks import LockPolicy, References, maintain_target
+from coldvault.engine.progress import SilentProgress
+from coldvault.engine.prune import PruneResult, prune
+from coldvault.engine.replicas import Replicas
+from coldvault.engine.retention import Policy, apply_policy
+from coldvault.errors import RepositoryError
+from coldvault.repo.blob import BlobKind
+from coldvault.repo.manifest import Snapshot
+from coldvault.repo.repository import Repository
+from coldvault.repo.session import RUNNING, SessionMarker
+from coldvault.repo.tree import FILE
+from coldvault.storage.handle import Kind
+from coldvault.storage.memory import MemoryStore
+from coldvault.storage.policy import PolicyStore
+from coldvault.storage.protocol import Store
+
+FORMAT = FormatConfig(chunk_min_size=256, chunk_avg_size=1024, chunk_max_size=4096, pack_size=8 << 10)
+LOCK_DAYS = 10
+MARGIN = timedelta(hours=1)
+
+
+class World:
+    """Two locked memory targets behind one repository, a source tree, and the contents each
+    snapshot must restore to."""
+
+    def __init__(self, root: Path) -> None:
+        self.clock = FakeClock(datetime(2026, 1, 1, 2, tzinfo=UTC))
+        self.raw = [MemoryStore(name, clock=self.clock) for name in ("a", "b")]
+        self.stores: list[Store] = [
+            PolicyStore(s, lock_days=LOCK_DAYS, pack_storage_class=None, clock=self.clock) for s in self.raw
+        ]
+        self.replicas = Replicas(self.stores)
+        self.repo = Repository.init(self.replicas, Secret(b"pw"), FORMAT, clock=self.clock)
+        self.tree = root / "src"
+        self.tree.mkdir()
+        self.source = Source(name="files", paths=[self.tree])
+        self.expected: dict[str, dict[str, bytes]] = {}
+        self.rng = random.Random(7)
+
+    def fresh(self) -> Repository:
+        """The repository as a new process sees it: nothing cached."""
+        return Repository.open(self.replicas, recovery_key=self.repo.master_key, clock=self.clock)
+
+    def write(self, name: str, size: int = 20_000) -> None:
+        (self.tree / name).write_bytes(self.rng.randbytes(size))
+
+    def backup(self, repo: Repository | None = None) -> Snapshot:
+        repo = repo or self.fresh()
+        options = BackupOptions(workers=2, compression_level=1)
+        snapshot = backup(repo, self.source, options, SilentProgress(), replicas=self.replicas).snapshot
+        self.expected[snapshot.id] = {p.name: p.read_bytes() for p in self.tree.iterdir()}
+        return snapshot
+
+    def forget(self, policy: Policy) -> None:
+        repo = self.fresh()
+        doomed = [d.snapshot.id for d in apply_policy(repo.snapshots(), policy) if not d.keep]
+        if doomed:
+            repo.forget(doomed, host="h", username="u")
+
+    def maintain(self) -> None:
+        repo = self.fresh()
+        snapshots = repo.snapshots()
+        references = References(repo)
+        needs = {s.id: references.objects(s) for s in snapshots}
+        policy = LockPolicy("compliance", LOCK_DAYS)
+        for store in self.stores:
+            result = maintain_target(store.name, store, policy, snapshots, needs, now=self.clock(), ahead=timedelta())
+            assert result.ok, result
+
+    def prune(self) -> PruneResult:
+        with Lease(self.stores, self.clock) as lease:
+            return prune(self.fresh(), self.stores, lease, now=self.clock(), margin=MARGIN)
+
+    def assert_sound(self) -> None:
+        """check passes, and every retained snapshot restores to what was backed up, from each target."""
+        for store in self.stores:
+            repo = Repository.open(store, recovery_key=self.repo.master_key, clock=self.clock)
+            result = check(repo, read_fraction=1.0, progress=SilentProgress(), rng=random.Random(0))
+            assert result.ok, result.errors
+            for snapshot in repo.snapshots():
+                restored = {
+                    node.path.decode().rsplit("/", 1)[-1]: b"".join(
+                        repo.read_blob(BlobKind.DATA, c) for c in node.chunks
+                    )
+                    for node in repo.listing(snapshot)
+                    if node.type == FILE
+                }
+                assert restored == self.expected[snapshot.id]
+
+    def objects(self, kind: Kind) -> set[str]:
+        return {info.handle.name for store in self.raw for info in store.list(kind)}
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def test_only_unreferenced_objects_whose_lock_ended_are_deleted(world: World) -> None:
+    world.write("old")
+    first = world.backup()
+    world.clock.advance(days=1)
+    (world.tree / "old").unlink()
+    world.write("new")
+    second = world.backup()
+    only_first = References(world.fresh()).packs(first) - References(world.fresh()).packs(second)
+    assert only_first
+    world.forget(Policy(last=1))
+
+    world.clock.advance(hours=2)
+    early = world.prune()  # the packs are garbage but still locked: refused, and said so
+    assert early.garbage == len(only_first) and early.kept_locked == len(only_first) and not early.deleted
+    assert {h.name for h in only_first} <= world.objects(Kind.DATA) | world.objects(Kind.TREE)
+
+    world.clock.advance(days=LOCK_DAYS)
+    late = world.prune()
+    deleted = set(late.deleted["a"])
+    assert deleted == set(late.deleted["b"])
+    assert {str(h) for h in only_first} <= deleted and f"snapshots/{first.id}" in deleted
+    assert not world.objects(Kind.SNAPSHOT) - {second.id} and not world.objects(Kind.FORGET)
+    world.assert_sound()
+    again = world.prune()  # the superseded index object goes one run later, then nothing is left to do
+    world.clock.advance(hours=2)
+    assert not world.prune().deleted and again.index_written is None
+    world.assert_sound()
+
+
+def test_a_backup_running_across_a_prune_keeps_the_packs_it_reuses(world: World) -> None:
+    world.write("shared")
+    first = world.backup()
+    world.clock.advance(days=1)
+    world.forget(Policy(last=0, within=timedelta(seconds=1)))  # nothing forgotten yet: one snapshot
+    # A second backup starts (its marker written, the index read) while the first snapshot is
+    # forgotten and pruned after its lock ends; it then commits a snapshot reusing the old packs.
+    world.clock.advance(days=LOCK_DAYS + 1)
+    running = world.fresh()
+    running.write_session_marker(SessionMarker("1" * 32, "other", 1, world.clock(), RUNNING))
+    assert len(running.index)  # read before prune rewrites it
+    world.clock.advance(minutes=1)
+    world.repo.forget([first.id], host="h", username="u")
+    world.clock.advance(hours=2)
+    running.write_session_marker(SessionMarker("1" * 32, "other", 1, world.clock(), RUNNING))  # its refresh
+    pruned = world.prune()
+    assert pruned.kept_in_use > 0 and not any(k.startswith("data/") for k in pruned.deleted.get("a", []))
+    second = world.backup(running)  # deduplicated against the index it read
+    assert References(world.fresh()).packs(second) & References(world.fresh()).packs(first)
+    world.assert_sound()
+    world.clock.advance(hours=2)
+    world.prune()  # the packs are referenced again: indexed anew, kept
+    world.assert_sound()
+
+
+def test_a_second_prune_is_refused_while_the_lease_is_held(world: World) -> None:
+    with Lease(world.stores, world.clock), pytest.raises(RepositoryError, match="another prune holds the lease"):
+        with Lease(world.stores, world.clock):
+            pass
+    abandoned = Lease(world.stores, world.clock).__enter__()  # a prune killed while holding it
+    assert abandoned
+    world.clock.advance(minutes=31)
+    with Lease(world.stores, world.clock):  # expired: taken over
+        pass
+    assert not world.objects(Kind.LEASE)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["add", "change", "remove", "keep"]),
+            st.integers(min_value=0, max_value=6),  # days to advance
+            st.booleans(),  # forget, maintain and prune after this backup
+        ),
+        min_size=3,
+        max_size=10,
+    )
+)
+def test_prune_never_breaks_a_retained_snapshot(tmp_path_factory: pytest.TempPathFactory, steps) -> None:  # type: ignore[no-untyped-def]
+    world = World(tmp_path_factory.mktemp("history"))
+    world.write("base")
+    policy = Policy(last=2, daily=2, weekly=1)
+    for n, (edit, days, tidy) in enumerate(steps):
+        files = sorted(p.name for p in world.tree.iterdir())
+        if edit == "add" or not files:
+            world.write(f"f{n}")
+        elif edit == "change":
+            world.write(files[n % len(files)])
+        elif edit == "remove" and len(files) > 1:
+            (world.tree / files[n % len(files)]).unlink()
+        world.backup()
+        world.clock.advance(days=days, hours=2)
+        if tidy:
+            world.forget(policy)
+            world.maintain()
+            world.prune()
+            world.assert_sound()
+    world.forget(policy)
+    world.maintain()
+    world.clock.advance(days=LOCK_DAYS + 2)
+    world.prune()
+    world.clock.advance(hours=2)
+    world.prune()
+    world.assert_sound()
+    referenced = {h.name for s in world.fresh().snapshots() for h in References(world.fresh()).packs(s)}
+    assert world.objects(Kind.DATA) | world.objects(Kind.TREE) == referenced  # nothing unreferenced is left
