@@ -110,7 +110,9 @@ def test_objects_written_under_lock_cannot_be_deleted_with_the_same_credentials(
     client = _raw_s3(s3_bucket)
     bucket = s3_bucket.target["bucket"]
     versions = client.list_object_versions(Bucket=bucket)["Versions"]
-    assert {v["Key"].split("/")[0] for v in versions} == {"config", "keys", "data", "tree", "index", "snapshots"}
+    assert {v["Key"].split("/")[0] for v in versions} == {
+        "config", "keys", "data", "tree", "index", "snapshots", "sessions"
+    }  # fmt: skip
     for version in versions:
         head = client.head_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
         assert head["ObjectLockMode"] == "COMPLIANCE"
