@@ -15,6 +15,7 @@ from coldvault.engine.prune import prune
 from coldvault.engine.retention import Group, plan
 from coldvault.errors import EXIT_OK, ColdvaultError, IntegrityError, TargetError
 from coldvault.session import Session
+from coldvault.storage.factory import check_target
 from coldvault.storage.handle import Handle
 from coldvault.ui import status_line
 from coldvault.units import format_size
@@ -111,9 +112,12 @@ def cmd_maintain(args: argparse.Namespace, session: Session) -> int:
 
 
 def cmd_prune(args: argparse.Namespace, session: Session) -> int:
-    replicas = session.connect(writing=True)
-    if replicas.down:
-        raise TargetError(f"prune needs every target; {'; '.join(replicas.down.values())}")
+    replicas = session.connect()
+    for target, store in zip(session.config.targets, replicas.stores, strict=True):
+        try:
+            check_target(target, store)
+        except TargetError as exc:
+            raise TargetError(f"prune needs every target, and {exc}; run it again once the target is back") from None
     repo = session.unlock(replicas, cached=False)
     report = status_line(quiet=args.quiet or args.json)
     now = datetime.now(UTC)
