@@ -221,3 +221,38 @@ def test_prune_never_breaks_a_retained_snapshot(tmp_path_factory: pytest.TempPat
     world.assert_sound()
     referenced = {h.name for s in world.fresh().snapshots() for h in References(world.fresh()).packs(s)}
     assert world.objects(Kind.DATA) | world.objects(Kind.TREE) == referenced  # nothing unreferenced is left
+
+
+def test_two_simulated_years_of_daily_backups_under_a_gfs_policy(world: World) -> None:
+    """The issue's bar: after two years of daily backups, forgets and lock maintenance, with a
+    weekly prune, the repository checks, every retained snapshot restores, every object one needs
+    is locked at least as long as it, and no unreferenced pack older than its lock is left."""
+    policy = Policy(last=3, daily=7, weekly=4, monthly=12, yearly=2)
+    world.write("base", 50_000)
+    for day in range(730):
+        world.write(f"day{day % 5}", 3_000)  # a small daily change on top of a large, shared base
+        world.backup()
+        world.forget(policy)
+        world.maintain()
+        if day % 7 == 6:
+            world.prune()
+        world.clock.advance(days=1)
+    world.prune()
+    repo = world.fresh()
+    retained = repo.snapshots()
+    assert 20 <= len(retained) <= 3 + 7 + 4 + 12 + 2
+    world.assert_sound()
+    references = References(repo)
+    now = world.clock()
+    for snapshot in retained:
+        until = snapshot.time + timedelta(days=LOCK_DAYS)
+        for handle in references.objects(snapshot):
+            for store in world.raw:
+                locked = store.head(handle).retain_until
+                assert locked is not None and locked >= until, (handle, snapshot.time)
+    referenced = {h.name for s in retained for h in references.packs(s)}
+    for store in world.raw:
+        for kind in (Kind.DATA, Kind.TREE):
+            for info in store.list(kind):
+                if info.handle.name not in referenced:
+                    assert info.retain_until is not None and info.retain_until > now  # still locked: not yet due
