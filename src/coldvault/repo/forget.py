@@ -10,12 +10,12 @@ bytes.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from coldvault.errors import IntegrityError
 from coldvault.repo.ids import parse_id
+from coldvault.repo.jsondoc import aware_time, decode_doc, encode_doc, items, text
 
 FORGET_VERSION = 1
 
@@ -37,29 +37,17 @@ def encode_forget(record: ForgetRecord) -> bytes:
         "username": record.username,
         "snapshots": sorted(record.snapshots),
     }
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return encode_doc(doc)
 
 
 def decode_forget(body: bytes, record_id: str) -> ForgetRecord:
-    what = f"forget record {record_id[:12]}"
-    try:
-        doc = json.loads(body)
-        if doc["version"] != FORGET_VERSION:
-            raise IntegrityError(f"{what} has version {doc['version']!r}; upgrade coldvault to read it")
-        time = datetime.fromisoformat(doc["time"])
-        if time.tzinfo is None:
-            raise ValueError("time")
-        snapshots = doc["snapshots"]
-        if not isinstance(snapshots, list) or not isinstance(doc["host"], str) or not isinstance(doc["username"], str):
-            raise TypeError("fields")
+    def build(doc: dict[str, Any]) -> ForgetRecord:
         return ForgetRecord(
-            time=time,
-            host=doc["host"],
-            username=doc["username"],
-            snapshots=tuple(parse_id(s).hex() for s in snapshots),
+            time=aware_time(doc["time"]),
+            host=text(doc["host"]),
+            username=text(doc["username"]),
+            snapshots=tuple(parse_id(s).hex() for s in items(doc["snapshots"])),
             id=record_id,
         )
-    except IntegrityError:
-        raise
-    except (ValueError, KeyError, TypeError):
-        raise IntegrityError(f"{what} is malformed") from None
+
+    return decode_doc(body, version=FORGET_VERSION, what=f"forget record {record_id[:12]}", build=build)

@@ -7,12 +7,12 @@ point: it is stored only after every pack and index it needs.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from coldvault.errors import IntegrityError
 from coldvault.repo.ids import parse_id
+from coldvault.repo.jsondoc import aware_time, decode_doc, encode_doc, items, text
 
 MANIFEST_VERSION = 1
 TREE, STREAM = "tree", "stream"
@@ -55,51 +55,30 @@ def encode_snapshot(snapshot: Snapshot) -> bytes:
         "summary": snapshot.summary,
         "warnings": list(snapshot.warnings),
     }
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return encode_doc(doc)
 
 
 def decode_snapshot(body: bytes, snapshot_id: str) -> Snapshot:
-    what = f"snapshot {snapshot_id[:12]}"
-    try:
-        doc = json.loads(body)
-        if doc["version"] != MANIFEST_VERSION:
-            raise IntegrityError(f"{what} has manifest version {doc['version']!r}; upgrade coldvault to read it")
+    def build(doc: dict[str, Any]) -> Snapshot:
         if doc["kind"] not in (TREE, STREAM):
             raise ValueError("kind")
-        time = datetime.fromisoformat(doc["time"])
-        if time.tzinfo is None:
-            raise ValueError("time")
         summary = doc["summary"]
         if not isinstance(summary, dict) or not all(type(v) is int for v in summary.values()):
             raise ValueError("summary")
         return Snapshot(
-            source=_str(doc["source"]),
+            source=text(doc["source"]),
             kind=doc["kind"],
-            time=time,
-            host=_str(doc["host"]),
-            username=_str(doc["username"]),
-            tool_version=_str(doc["tool_version"]),
-            paths=tuple(_str(p) for p in _list(doc["paths"])),
-            program=None if doc["program"] is None else _str(doc["program"]),
-            listing=tuple(parse_id(c) for c in _list(doc["listing"])),
+            time=aware_time(doc["time"]),
+            host=text(doc["host"]),
+            username=text(doc["username"]),
+            tool_version=text(doc["tool_version"]),
+            paths=tuple(text(p) for p in items(doc["paths"])),
+            program=None if doc["program"] is None else text(doc["program"]),
+            listing=tuple(parse_id(c) for c in items(doc["listing"])),
             parent=None if doc["parent"] is None else parse_id(doc["parent"]).hex(),
             summary=summary,
-            warnings=tuple(_str(w) for w in _list(doc["warnings"])),
+            warnings=tuple(text(w) for w in items(doc["warnings"])),
             id=snapshot_id,
         )
-    except IntegrityError:
-        raise
-    except (ValueError, KeyError, TypeError):
-        raise IntegrityError(f"{what} has a malformed manifest") from None
 
-
-def _list(value: object) -> list[object]:
-    if not isinstance(value, list):
-        raise TypeError("expected a list")
-    return value
-
-
-def _str(value: object) -> str:
-    if not isinstance(value, str):
-        raise TypeError("expected a string")
-    return value
+    return decode_doc(body, version=MANIFEST_VERSION, what=f"the manifest of snapshot {snapshot_id[:12]}", build=build)

@@ -10,11 +10,11 @@ running backup is about to reference.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from coldvault.errors import IntegrityError
+from coldvault.repo.jsondoc import aware_time, decode_doc, encode_doc, text
 
 SESSION_VERSION = 1
 RUNNING, DONE = "running", "done"
@@ -38,25 +38,16 @@ def encode_marker(marker: SessionMarker) -> bytes:
         "time": marker.time.isoformat(),
         "state": marker.state,
     }
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return encode_doc(doc)
 
 
 def decode_marker(body: bytes, name: str) -> SessionMarker:
-    what = f"session marker {name[:12]}"
-    try:
-        doc = json.loads(body)
-        if doc["version"] != SESSION_VERSION:
-            raise IntegrityError(f"{what} has version {doc['version']!r}; upgrade coldvault to read it")
-        session = doc["session"]
-        if not isinstance(session, str) or len(session) != 32 or int(session, 16) < 0:
+    def build(doc: dict[str, Any]) -> SessionMarker:
+        session = text(doc["session"])
+        if len(session) != 32 or int(session, 16) < 0:
             raise ValueError("session")
-        time = datetime.fromisoformat(doc["time"])
-        if time.tzinfo is None or doc["state"] not in (RUNNING, DONE) or type(doc["pid"]) is not int:
+        if doc["state"] not in (RUNNING, DONE) or type(doc["pid"]) is not int:
             raise ValueError("fields")
-        if not isinstance(doc["host"], str):
-            raise TypeError("host")
-        return SessionMarker(session, doc["host"], doc["pid"], time, doc["state"])
-    except IntegrityError:
-        raise
-    except (ValueError, KeyError, TypeError):
-        raise IntegrityError(f"{what} is malformed") from None
+        return SessionMarker(session, text(doc["host"]), doc["pid"], aware_time(doc["time"]), doc["state"])
+
+    return decode_doc(body, version=SESSION_VERSION, what=f"session marker {name[:12]}", build=build)
