@@ -22,8 +22,8 @@ from coldvault.storage.memory import MemoryStore
 from coldvault.storage.policy import PolicyStore
 
 FORMAT = FormatConfig(chunk_min_size=256, chunk_avg_size=1024, chunk_max_size=4096, pack_size=16 << 10)
-LOCK = LockPolicy("compliance", 30)
 AHEAD = timedelta(days=7)
+LOCK = LockPolicy("compliance", 30, AHEAD)
 
 
 class Repo:
@@ -48,9 +48,7 @@ class Repo:
         snapshots = self.repo.snapshots()
         references = References(self.repo)
         needs = {s.id: references.objects(s) for s in snapshots}
-        return maintain_target(
-            "mem", self.store, LOCK, snapshots, needs, now=self.clock(), ahead=AHEAD, dry_run=dry_run
-        )
+        return maintain_target("mem", self.store, LOCK, snapshots, needs, now=self.clock(), dry_run=dry_run)
 
     def shortfalls(self) -> list[str]:
         """Every object a retained snapshot needs that is locked less long than that snapshot."""

@@ -83,7 +83,7 @@ class World:
         needs = {s.id: references.objects(s) for s in snapshots}
         policy = LockPolicy("compliance", LOCK_DAYS)
         for store in self.stores:
-            result = maintain_target(store.name, store, policy, snapshots, needs, now=self.clock(), ahead=timedelta())
+            result = maintain_target(store.name, store, policy, snapshots, needs, now=self.clock())
             assert result.ok, result
 
     def prune(self) -> PruneResult:

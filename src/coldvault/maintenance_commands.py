@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import getpass
 import socket
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
+from coldvault.clock import system_clock
 from coldvault.commands import emit_json
 from coldvault.engine.lease import Lease
 from coldvault.engine.locks import LockPolicy, References, TargetLocks, maintain_target
@@ -78,20 +80,12 @@ def cmd_maintain(args: argparse.Namespace, session: Session) -> int:
     now = datetime.now(UTC)
     results = [
         maintain_target(
-            target.name,
-            store,
-            LockPolicy.of(target),
-            resolved,
-            needs,
-            now=now,
-            ahead=timedelta(days=target.lock.extend_ahead_days if target.type != "local" and target.lock else 0),
-            dry_run=args.dry_run,
-            report=report,
-        )  # fmt: skip
+            target.name, store, LockPolicy.of(target), resolved, needs, now=now, dry_run=args.dry_run, report=report
+        )
         for target, store in zip(session.config.targets, replicas.stores, strict=True)
     ]
     if args.json:
-        emit_json({"dry_run": args.dry_run, "unresolved": unresolved, "targets": [_locks_doc(r) for r in results]})
+        emit_json({"dry_run": args.dry_run, "unresolved": unresolved, "targets": [asdict(r) for r in results]})
     else:
         for r in results:
             print(_locks_line(r, args.dry_run))
@@ -121,7 +115,7 @@ def cmd_prune(args: argparse.Namespace, session: Session) -> int:
     repo = session.unlock(replicas, cached=False)
     report = status_line(quiet=args.quiet or args.json)
     now = datetime.now(UTC)
-    with Lease(replicas.stores, lambda: datetime.now(UTC)) as lease:
+    with Lease(replicas.stores, system_clock) as lease:
         result = prune(
             repo, replicas.stores, lease, now=now, margin=timedelta(seconds=session.config.prune.safety_margin),
             dry_run=args.dry_run, report=report,
@@ -151,18 +145,6 @@ def _locks_line(r: TargetLocks, dry_run: bool) -> str:
         return f"{r.name}: skipped ({r.skipped})"
     verb = "would extend" if dry_run else "extended"
     return f"{r.name}: {r.checked} locks checked, {verb} {len(r.extended)}, {len(r.missing)} objects missing"
-
-
-def _locks_doc(r: TargetLocks) -> dict[str, object]:
-    return {
-        "name": r.name,
-        "skipped": r.skipped,
-        "checked": r.checked,
-        "extended": r.extended,
-        "short": r.short,
-        "missing": r.missing,
-        "errors": r.errors,
-    }
 
 
 def _group_doc(group: Group) -> dict[str, object]:

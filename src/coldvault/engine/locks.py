@@ -7,9 +7,9 @@ written months ago, locked only until then plus the lock days.  After those lock
 insider with delete rights could remove the packs and break today's snapshot.
 
 ``required_locks`` works out, for one target, how long each object must stay locked;
-``maintain`` extends every lock that falls short, and never shortens one.  It extends
-``ahead`` beyond the need, so that daily backups do not cost a request per shared object per
-day: a shared object is extended about once every ``ahead``.
+``maintain`` extends every lock that falls short, and never shortens one.  It extends the
+policy's ``ahead`` beyond the need, so that daily backups do not cost a request per shared
+object per day: a shared object is extended about once every ``ahead``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from coldvault.config.model import Target
 from coldvault.errors import ColdvaultError, IntegrityError, NotFound
@@ -35,13 +36,14 @@ _PARALLEL = 8  # lock look-ups and extensions in flight per target
 class LockPolicy:
     mode: str  # "compliance" or "governance"
     days: int
+    ahead: timedelta = timedelta(0)  # how far past the need maintain extends a lock
 
     @classmethod
     def of(cls, target: Target) -> LockPolicy | None:
         """The target's lock, or None where it writes unlocked objects (a local directory, lock = false)."""
         if target.type == "local" or target.lock is None:
             return None
-        return cls(target.lock.mode, target.lock.days)
+        return cls(target.lock.mode, target.lock.days, timedelta(days=target.lock.extend_ahead_days))
 
 
 def snapshot_retained_until(snapshot: Snapshot, days: int) -> datetime:
@@ -78,10 +80,12 @@ class References:
         """Its packs, an index object describing each, the config and every key slot."""
         packs = self.packs(snapshot)
         described = {self._repo.index.index_object(h.name) for h in packs}
-        return packs | {Handle(Kind.INDEX, name) for name in described if name} | set(self._essentials())
+        return packs | {Handle(Kind.INDEX, name) for name in described if name} | self._essentials
 
-    def _essentials(self) -> list[Handle]:
-        return [Handle(Kind.CONFIG), *(info.handle for info in self._repo.store.list(Kind.KEY))]
+    @cached_property
+    def _essentials(self) -> set[Handle]:
+        """The config and every key slot: needed by every snapshot, listed once."""
+        return {Handle(Kind.CONFIG), *(info.handle for info in self._repo.store.list(Kind.KEY))}
 
 
 def required_locks(
@@ -120,7 +124,6 @@ def maintain_target(
     needs: dict[str, set[Handle]],
     *,
     now: datetime,
-    ahead: timedelta,
     dry_run: bool = False,
     report: Callable[[str], None] = lambda _: None,
 ) -> TargetLocks:
@@ -153,7 +156,7 @@ def maintain_target(
             f" snapshot {snapshot[:12]} needs {need.isoformat()}"
         )
         if not dry_run:
-            store.retain(handle, max(need, now) + ahead)
+            store.retain(handle, max(need, now) + policy.ahead)
         result.extended.append(str(handle))
 
     def guarded(handle: Handle) -> None:
