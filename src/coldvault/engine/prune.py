@@ -62,13 +62,15 @@ class _Listings:
         return {h for listing in self.by_target.values() for h in listing if h.kind is kind}
 
     def newest(self, handle: Handle) -> datetime | None:
-        """The latest creation time across targets (None if unknown): how young the object may be."""
-        times = [listing[handle].created for listing in self.by_target.values() if handle in listing]
+        """The latest creation time across targets (None if one is unknown): how young the object may be."""
+        times = self._created(handle)
         return None if not times or None in times else max(t for t in times if t is not None)
 
     def oldest(self, handle: Handle) -> datetime | None:
-        times = [listing[handle].created for listing in self.by_target.values() if handle in listing]
-        return min((t for t in times if t is not None), default=None)
+        return min((t for t in self._created(handle) if t is not None), default=None)
+
+    def _created(self, handle: Handle) -> list[datetime | None]:
+        return [listing[handle].created for listing in self.by_target.values() if handle in listing]
 
 
 def prune(
@@ -85,7 +87,8 @@ def prune(
     result = PruneResult()
     report("listing every target")
     listings = _Listings(stores)
-    forgotten = repo.forgotten()
+    forget_records = repo.forget_records()
+    forgotten = {snapshot for record in forget_records for snapshot in record.snapshots}
     manifests = {h.name for h in listings.everywhere(Kind.SNAPSHOT)}
     retained = [repo.read_snapshot(name) for name in sorted(manifests - forgotten)]
     result.retained, result.forgotten = len(retained), len(manifests & forgotten)
@@ -179,8 +182,7 @@ def prune(
     _delete(stores, listings, _safe_index_objects(retired_index, objects, needed, listings), now, dry_run, result)
     _delete(stores, listings, forgotten_manifests, now, dry_run, result)
     remaining = {n for n in manifests if not _gone(Handle(Kind.SNAPSHOT, n), result, listings)}
-    records = [r for r in repo.forget_records() if not set(r.snapshots) & remaining]
-    records = [Handle(Kind.FORGET, r.id) for r in records]
+    records = [Handle(Kind.FORGET, r.id) for r in forget_records if not set(r.snapshots) & remaining]
     _delete(stores, listings, sorted(records, key=str), now, dry_run, result)
     _delete(stores, listings, _dead_session_markers(sessions, now=now, margin=margin), now, dry_run, result)
     return result
