@@ -127,6 +127,18 @@ def change(data: Path, rng: random.Random, n: int) -> None:
     (data / "changing.bin").write_bytes(rng.randbytes(rng.randrange(200_000, 700_000)) + bytes([n % 256]))
 
 
+def make_garbage(tool: CLI, root: Path, rng: random.Random) -> tuple[dict[str, Contents], set[str]]:
+    """Four backups of changing data, the older two forgotten, every stored file aged: unreferenced
+    packs old enough for prune.  Returns what each backup holds, and the forgotten snapshots."""
+    expected: dict[str, Contents] = {}
+    for n in range(4):
+        change(root / "data", rng, n)
+        expected |= backup(tool, root / "data")
+    forgotten = forget(tool)
+    age(root)
+    return expected, forgotten
+
+
 @pytest.fixture
 def cli(tmp_path: Path) -> CLI:
     data = tmp_path / "data"
@@ -141,15 +153,10 @@ def cli(tmp_path: Path) -> CLI:
 def test_a_prune_killed_at_random_points_leaves_a_repository_that_checks(cli: CLI, tmp_path: Path) -> None:
     rng = random.Random(SEED)
     data = tmp_path / "data"
-    expected: dict[str, Contents] = {}
-    for n in range(4):
-        change(data, rng, n)
-        expected |= backup(cli, data)
-    forgotten = forget(cli)
+    expected, forgotten = make_garbage(cli, tmp_path, rng)
     assert len(forgotten) == 2
     for snapshot in forgotten:
         del expected[snapshot]
-    age(tmp_path)
     # One uninterrupted dry run's duration, process start to exit: kills are spread over it.
     started = time.monotonic()
     assert cli("prune", "--dry-run", "-q").returncode == 0
@@ -268,12 +275,8 @@ def test_two_hosts_back_up_while_a_prune_runs_and_every_snapshot_restores(tmp_pa
 
 
 def test_a_prune_killed_while_it_holds_the_lease_makes_the_next_one_wait(cli: CLI, tmp_path: Path) -> None:
-    rng = random.Random(SEED + 5)
-    for n in range(4):
-        change(tmp_path / "data", rng, n)
-        backup(cli, tmp_path / "data")
-    assert forget(cli)
-    age(tmp_path)
+    _, forgotten = make_garbage(cli, tmp_path, random.Random(SEED + 5))
+    assert forgotten
     lease = tmp_path / "near" / LEASE.path  # not the temporary file it is written through
     for _ in range(20):  # kill it the moment its lease appears; it may finish first, so try again
         prune = start(cli, "prune", "-q")
@@ -308,12 +311,8 @@ def test_prune_needs_every_target(cli: CLI, tmp_path: Path, min_targets: int | N
     """Even where backups may go ahead with one target down (min_targets = 1), prune may not."""
     if min_targets is not None:
         cli.write_config(config(tmp_path, min_targets=min_targets) + "keep_last = 2\n" + PRUNE)
-    rng = random.Random(SEED + 2)
-    for n in range(4):
-        change(tmp_path / "data", rng, n)
-        backup(cli, tmp_path / "data")
-    assert forget(cli)
-    age(tmp_path)
+    _, forgotten = make_garbage(cli, tmp_path, random.Random(SEED + 2))
+    assert forgotten
     before = {p.relative_to(tmp_path).as_posix() for p in (tmp_path / "near").rglob("*")}
     outage = Outage(tmp_path / "far")
     done = cli("prune")
@@ -329,12 +328,8 @@ def test_prune_needs_every_target(cli: CLI, tmp_path: Path, min_targets: int | N
 
 
 def test_dry_run_deletes_nothing(cli: CLI, tmp_path: Path) -> None:
-    rng = random.Random(SEED + 3)
-    for n in range(4):
-        change(tmp_path / "data", rng, n)
-        backup(cli, tmp_path / "data")
-    assert len(forget(cli)) == 2
-    age(tmp_path)
+    _, forgotten = make_garbage(cli, tmp_path, random.Random(SEED + 3))
+    assert len(forgotten) == 2
     files = stored(tmp_path)
     dry = cli("prune", "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
@@ -356,12 +351,8 @@ def test_dry_run_deletes_nothing(cli: CLI, tmp_path: Path) -> None:
 
 
 def test_json_has_the_documented_shape(cli: CLI, tmp_path: Path) -> None:
-    rng = random.Random(SEED + 4)
-    for n in range(4):
-        change(tmp_path / "data", rng, n)
-        backup(cli, tmp_path / "data")
-    assert len(forget(cli)) == 2
-    age(tmp_path)
+    _, forgotten = make_garbage(cli, tmp_path, random.Random(SEED + 4))
+    assert len(forgotten) == 2
     done = cli("prune", "--json")
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
