@@ -12,6 +12,7 @@ import socket
 import stat
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -312,20 +313,7 @@ def _report_targets(results: list[TargetResult], as_json: bool, *, verb: str) ->
 
 
 def _target_doc(r: TargetResult) -> dict[str, object]:
-    return {
-        "name": r.name,
-        "reachable": r.reachable,
-        "error": r.error,
-        "objects": r.objects,
-        "bytes": r.bytes,
-        "missing": r.missing,
-        "missing_bytes": r.missing_bytes,
-        "damaged": r.damaged,
-        "repaired": r.repaired,
-        "unrepaired": r.unrepaired,
-        "verified": r.verified,
-        "verified_bytes": r.verified_bytes,
-    }
+    return {**asdict(r), "reachable": r.reachable}
 
 
 def cmd_status(args: argparse.Namespace, session: Session) -> int:
