@@ -4,110 +4,21 @@ random histories of backups, forgets, lock maintenance and prunes, every retaine
 
 from __future__ import annotations
 
-import random
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prune_world import LOCK_DAYS, World
 
-from coldvault.clock import FakeClock
-from coldvault.config import FormatConfig, Secret, Source
-from coldvault.engine.backup import BackupOptions, backup
-from coldvault.engine.check import check
 from coldvault.engine.lease import Lease
-from coldvault.engine.locks import LockPolicy, References, maintain_target
-from coldvault.engine.progress import SilentProgress
-from coldvault.engine.prune import PruneResult, prune
-from coldvault.engine.replicas import Replicas
-from coldvault.engine.retention import Policy, apply_policy
+from coldvault.engine.locks import References
+from coldvault.engine.prune import RepackOptions
+from coldvault.engine.retention import Policy
 from coldvault.errors import RepositoryError
-from coldvault.repo.blob import BlobKind
-from coldvault.repo.manifest import Snapshot
-from coldvault.repo.repository import Repository
 from coldvault.repo.session import RUNNING, SessionMarker
-from coldvault.repo.tree import FILE
 from coldvault.storage.handle import Kind
-from coldvault.storage.memory import MemoryStore
-from coldvault.storage.policy import PolicyStore
-from coldvault.storage.protocol import Store
-
-FORMAT = FormatConfig(chunk_min_size=256, chunk_avg_size=1024, chunk_max_size=4096, pack_size=8 << 10)
-LOCK_DAYS = 10
-MARGIN = timedelta(hours=1)
-
-
-class World:
-    """Two locked memory targets behind one repository, a source tree, and the contents each
-    snapshot must restore to."""
-
-    def __init__(self, root: Path) -> None:
-        self.clock = FakeClock(datetime(2026, 1, 1, 2, tzinfo=UTC))
-        self.raw = [MemoryStore(name, clock=self.clock) for name in ("a", "b")]
-        self.stores: list[Store] = [
-            PolicyStore(s, lock_days=LOCK_DAYS, pack_storage_class=None, clock=self.clock) for s in self.raw
-        ]
-        self.replicas = Replicas(self.stores)
-        self.repo = Repository.init(self.replicas, Secret(b"pw"), FORMAT, clock=self.clock)
-        self.tree = root / "src"
-        self.tree.mkdir()
-        self.source = Source(name="files", paths=[self.tree])
-        self.expected: dict[str, dict[str, bytes]] = {}
-        self.rng = random.Random(7)
-
-    def fresh(self) -> Repository:
-        """The repository as a new process sees it: nothing cached."""
-        return Repository.open(self.replicas, recovery_key=self.repo.master_key, clock=self.clock)
-
-    def write(self, name: str, size: int = 20_000) -> None:
-        (self.tree / name).write_bytes(self.rng.randbytes(size))
-
-    def backup(self, repo: Repository | None = None) -> Snapshot:
-        repo = repo or self.fresh()
-        options = BackupOptions(workers=2, compression_level=1)
-        snapshot = backup(repo, self.source, options, SilentProgress(), replicas=self.replicas).snapshot
-        self.expected[snapshot.id] = {p.name: p.read_bytes() for p in self.tree.iterdir()}
-        return snapshot
-
-    def forget(self, policy: Policy) -> None:
-        repo = self.fresh()
-        doomed = [d.snapshot.id for d in apply_policy(repo.snapshots(), policy) if not d.keep]
-        if doomed:
-            repo.forget(doomed, host="h", username="u")
-
-    def maintain(self) -> None:
-        repo = self.fresh()
-        snapshots = repo.snapshots()
-        references = References(repo)
-        needs = {s.id: references.objects(s) for s in snapshots}
-        policy = LockPolicy("compliance", LOCK_DAYS)
-        for store in self.stores:
-            result = maintain_target(store.name, store, policy, snapshots, needs, now=self.clock())
-            assert result.ok, result
-
-    def prune(self) -> PruneResult:
-        with Lease(self.stores, self.clock) as lease:
-            return prune(self.fresh(), self.stores, lease, now=self.clock(), margin=MARGIN)
-
-    def assert_sound(self) -> None:
-        """check passes, and every retained snapshot restores to what was backed up, from each target."""
-        for store in self.stores:
-            repo = Repository.open(store, recovery_key=self.repo.master_key, clock=self.clock)
-            result = check(repo, read_fraction=1.0, progress=SilentProgress(), rng=random.Random(0))
-            assert result.ok, result.errors
-            for snapshot in repo.snapshots():
-                restored = {
-                    node.path.decode().rsplit("/", 1)[-1]: b"".join(
-                        repo.read_blob(BlobKind.DATA, c) for c in node.chunks
-                    )
-                    for node in repo.listing(snapshot)
-                    if node.type == FILE
-                }
-                assert restored == self.expected[snapshot.id]
-
-    def objects(self, kind: Kind) -> set[str]:
-        return {info.handle.name for store in self.raw for info in store.list(kind)}
 
 
 @pytest.fixture
@@ -191,10 +102,12 @@ def test_a_second_prune_is_refused_while_the_lease_is_held(world: World) -> None
         ),
         min_size=3,
         max_size=10,
-    )
+    ),
+    unused=st.sampled_from([0.1, 0.5, 1.0]),  # how eagerly prune repacks
 )
-def test_prune_never_breaks_a_retained_snapshot(tmp_path_factory: pytest.TempPathFactory, steps) -> None:  # type: ignore[no-untyped-def]
+def test_prune_never_breaks_a_retained_snapshot(tmp_path_factory: pytest.TempPathFactory, steps, unused) -> None:  # type: ignore[no-untyped-def]
     world = World(tmp_path_factory.mktemp("history"))
+    repack = RepackOptions(unused=unused)
     world.write("base")
     policy = Policy(last=2, daily=2, weekly=1)
     for n, (edit, days, tidy) in enumerate(steps):
@@ -210,14 +123,14 @@ def test_prune_never_breaks_a_retained_snapshot(tmp_path_factory: pytest.TempPat
         if tidy:
             world.forget(policy)
             world.maintain()
-            world.prune()
+            world.prune(repack)
             world.assert_sound()
     world.forget(policy)
     world.maintain()
     world.clock.advance(days=LOCK_DAYS + 2)
-    world.prune()
+    world.prune(repack)
     world.clock.advance(hours=2)
-    world.prune()
+    world.prune(repack)
     world.assert_sound()
     referenced = {h.name for s in world.fresh().snapshots() for h in References(world.fresh()).packs(s)}
     assert world.objects(Kind.DATA) | world.objects(Kind.TREE) == referenced  # nothing unreferenced is left
@@ -225,19 +138,22 @@ def test_prune_never_breaks_a_retained_snapshot(tmp_path_factory: pytest.TempPat
 
 def test_two_simulated_years_of_daily_backups_under_a_gfs_policy(world: World) -> None:
     """The issue's bar: after two years of daily backups, forgets and lock maintenance, with a
-    weekly prune, the repository checks, every retained snapshot restores, every object one needs
-    is locked at least as long as it, and no unreferenced pack older than its lock is left."""
+    weekly prune (which repacks what the daily changes leave mostly garbage), the repository
+    checks, every retained snapshot restores, every object one needs is locked at least as long
+    as it, and no unreferenced pack older than its lock is left."""
     policy = Policy(last=3, daily=7, weekly=4, monthly=12, yearly=2)
     world.write("base", 50_000)
+    repacked = 0
     for day in range(730):
         world.write(f"day{day % 5}", 3_000)  # a small daily change on top of a large, shared base
         world.backup()
         world.forget(policy)
         world.maintain()
         if day % 7 == 6:
-            world.prune()
+            repacked += world.prune().repacked
         world.clock.advance(days=1)
     world.prune()
+    assert repacked  # packs the daily changes left mostly garbage were rewritten
     repo = world.fresh()
     retained = repo.snapshots()
     assert 20 <= len(retained) <= 3 + 7 + 4 + 12 + 2

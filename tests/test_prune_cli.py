@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -33,8 +34,14 @@ from coldvault.storage.local import LocalStore
 SEED = 20261125
 KILLS = 6
 TARGETS = ("near", "far")
-PRUNE = "[prune]\nsafety_margin = 60\n"
-JSON_KEYS = {"deleted", "garbage", "kept_locked", "kept_in_use", "retained", "forgotten", "index_written"}
+# repack_unused this low repacks every pack that mixes forgotten data with retained data (the
+# stable file with the first versions of the changing one): every prune here also repacks.
+PRUNE = "[prune]\nsafety_margin = 60\nrepack_unused = 0.05\n"
+JSON_KEYS = {
+    "dry_run", "retained", "forgotten", "garbage", "kept_locked", "kept_in_use", "index_written", "superseded",
+    "reindexed", "completed", "repacked", "repack_written", "repack_bytes", "repack_locked", "repack_archived",
+    "repack_deferred", "deleted", "deleted_bytes",
+}  # fmt: skip
 
 Contents = dict[str, bytes]
 
@@ -78,8 +85,8 @@ def packs(root: Path) -> set[str]:
 
 
 def stored(root: Path) -> dict[str, set[str]]:
-    """The files on each target (a dry run takes the lease, which leaves an empty lease/ folder)."""
-    return {t: {p.relative_to(root).as_posix() for p in (root / t).rglob("*") if p.is_file()} for t in TARGETS}
+    """The files and folders on each target."""
+    return {t: {p.relative_to(root).as_posix() for p in (root / t).rglob("*")} for t in TARGETS}
 
 
 def read_tree(folder: Path) -> Contents:
@@ -166,7 +173,7 @@ def test_a_prune_killed_at_random_points_leaves_a_repository_that_checks(cli: CL
     killed = 0
     for trial in range(KILLS):
         prune = start(cli, "prune", "-q")
-        delay = rng.uniform(0.05, 1.1) * duration
+        delay = rng.uniform(0.05, 1.5) * duration  # a real run also repacks, which a dry run does not
         time.sleep(delay)
         prune.send_signal(signal.SIGKILL)
         code = prune.wait()
@@ -324,7 +331,7 @@ def test_prune_needs_every_target(cli: CLI, tmp_path: Path, min_targets: int | N
     assert {p.relative_to(tmp_path).as_posix() for p in (tmp_path / "near").rglob("*")} == before
     outage.end()
     assert cli("prune", "-q").returncode == 0
-    assert packs(tmp_path / "near") < {p.rsplit("/", 1)[-1] for p in before}
+    assert {p.rsplit("/", 1)[-1] for p in before} - packs(tmp_path / "near"), "no pack was pruned"
 
 
 def test_dry_run_deletes_nothing(cli: CLI, tmp_path: Path) -> None:
@@ -353,10 +360,14 @@ def test_dry_run_deletes_nothing(cli: CLI, tmp_path: Path) -> None:
 def test_json_has_the_documented_shape(cli: CLI, tmp_path: Path) -> None:
     _, forgotten = make_garbage(cli, tmp_path, random.Random(SEED + 4))
     assert len(forgotten) == 2
+    planned = cli("prune", "--dry-run").stdout.decode()
+    assert re.search(r"^would repack [1-9]\d* mostly-garbage packs, keeping .*; 0 more wait \(", planned, re.M), planned
     done = cli("prune", "--json")
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
-    assert JSON_KEYS <= set(doc) and doc["dry_run"] is False
+    assert set(doc) == JSON_KEYS and doc["dry_run"] is False
+    assert doc["repacked"] >= 1 and doc["repack_bytes"] > 0
+    assert all(isinstance(n, str) and len(n) == 64 for n in doc["repack_written"]) and doc["repack_written"]
     assert doc["retained"] == 2 and doc["forgotten"] == 2
     assert isinstance(doc["garbage"], int) and doc["garbage"] > 0
     assert doc["kept_locked"] == 0 and doc["kept_in_use"] == 0

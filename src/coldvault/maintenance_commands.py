@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import socket
 from dataclasses import asdict
@@ -13,7 +14,7 @@ from coldvault.clock import system_clock
 from coldvault.commands import emit_json
 from coldvault.engine.lease import Lease
 from coldvault.engine.locks import LockPolicy, References, TargetLocks, maintain_target
-from coldvault.engine.prune import prune
+from coldvault.engine.prune import RepackOptions, prune
 from coldvault.engine.retention import Group, plan
 from coldvault.errors import EXIT_OK, ColdvaultError, IntegrityError, TargetError
 from coldvault.session import Session
@@ -115,9 +116,11 @@ def cmd_prune(args: argparse.Namespace, session: Session) -> int:
     repo = session.unlock(replicas, cached=False)
     report = status_line(quiet=args.quiet or args.json)
     now = datetime.now(UTC)
-    with Lease(replicas.stores, system_clock) as lease:
+    prune_config = session.config.prune
+    with contextlib.nullcontext(None) if args.dry_run else Lease(replicas.stores, system_clock) as lease:
         result = prune(
-            repo, replicas.stores, lease, now=now, margin=timedelta(seconds=session.config.prune.safety_margin),
+            repo, replicas.stores, lease, now=now, margin=timedelta(seconds=prune_config.safety_margin),
+            repack=RepackOptions(prune_config.repack_unused, prune_config.repack_limit),
             dry_run=args.dry_run, report=report,
         )  # fmt: skip
     if args.json:
@@ -132,6 +135,13 @@ def cmd_prune(args: argparse.Namespace, session: Session) -> int:
         print(
             f"index {result.index_written[:12]} supersedes {result.superseded} index objects"
             f" ({result.reindexed} packs indexed again)"
+        )
+    waiting = result.repack_locked + result.repack_archived + result.repack_deferred
+    if result.repacked or waiting:
+        print(
+            f"{'would repack' if args.dry_run else 'repacked'} {result.repacked} mostly-garbage packs, keeping"
+            f" {format_size(result.repack_bytes)} of chunks; {waiting} more wait ({result.repack_locked} locked,"
+            f" {result.repack_archived} only in archive storage, {result.repack_deferred} over repack_limit)"
         )
     for target in session.config.targets:
         paths = result.deleted.get(target.name, [])

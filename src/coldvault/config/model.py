@@ -336,6 +336,12 @@ class PruneConfig(_Strict):
     # before a backup that may have read the old index starts: covers clock differences between
     # hosts and providers, and a backup between storing a pack and indexing it.
     safety_margin: Annotated[int, BeforeValidator(_parse_duration), Field(ge=60)] = 3600
+    # A pack at least this share garbage has its needed chunks copied into a new pack once its
+    # lock has ended, so the garbage can go; 1 turns repacking off.
+    repack_unused: Annotated[float, Field(gt=0, le=1)] = 0.5
+    # At most this many bytes of old packs are read (and their kept part written again) per run:
+    # bounds one run's time and the provider's egress charges.
+    repack_limit: Size = 4 << 30
 
 
 class Config(_Strict):

@@ -136,7 +136,7 @@ def _check_snapshots(repo: Repository, index: Index, result: CheckResult) -> Non
 
 def _read_pack(repo: Repository, pack: PackRecord, result: CheckResult) -> None:
     try:
-        result.bytes_read += read_pack(repo, pack)
+        result.bytes_read += len(read_pack(repo, pack))
         result.packs_read += 1
     except ColdvaultError as exc:
         handle = str(Handle(PACK_KINDS[pack.kind], pack.name))
@@ -144,9 +144,9 @@ def _read_pack(repo: Repository, pack: PackRecord, result: CheckResult) -> None:
         result.errors.append(message if handle in message else f"{handle}: {message}")
 
 
-def read_pack(repo: Repository, pack: PackRecord) -> int:
+def read_pack(repo: Repository, pack: PackRecord) -> bytes:
     """Download a whole pack; its name, header and every blob must verify and agree with the index.
-    Returns its size; raises the first problem."""
+    Returns its bytes; raises the first problem."""
     handle = Handle(PACK_KINDS[pack.kind], pack.name)
     data = repo.store.get(handle)
     verify_object(pack.name, data, str(handle))
@@ -162,4 +162,4 @@ def read_pack(repo: Repository, pack: PackRecord) -> int:
             raise IntegrityError(f"{handle}: chunk {entry.chunk_id.hex()[:16]} has wrong content")
         if entry.kind is not BlobKind(pack.kind):
             raise IntegrityError(f"{handle}: holds a blob of the wrong kind")
-    return len(data)
+    return data

@@ -174,7 +174,7 @@ def _rotation(repo: Repository, coverage: Coverage, rng: random.Random) -> list[
 def _read_whole(result: TargetDrill, repo: Repository, packs: list[PackRecord]) -> None:
     for pack in packs:
         try:
-            result.bytes += read_pack(repo, pack)
+            result.bytes += len(read_pack(repo, pack))
         except ColdvaultError as exc:
             result.errors.append(f"pack {pack.name[:12]}: {exc}")
             continue

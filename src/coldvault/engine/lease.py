@@ -29,9 +29,11 @@ class Lease:
         self._ttl = ttl
         self._token = secrets.token_hex(16)
         self._held: list[Store] = []
+        self._renewed = clock()
 
     def __enter__(self) -> Lease:
         try:
+            self._renewed = self._clock()  # no later than the first expiry written
             for store in self._stores:  # config order, so two prunes meet on the first target
                 self._take(store)
                 self._held.append(store)
@@ -49,6 +51,12 @@ class Lease:
             if self._holder(store).get("token") != self._token:
                 raise RepositoryError(f"{store.name}: another prune took over the lease; stopped before deleting more")
             store.put(LEASE, self._body(), mode=PutMode.OVERWRITE)
+        self._renewed = self._clock()
+
+    def keep_alive(self) -> None:
+        """Renew once a third of the lease has passed since it was taken or last renewed: for long work."""
+        if self._clock() - self._renewed >= self._ttl / 3:
+            self.renew()
 
     def _take(self, store: Store) -> None:
         for _ in range(2):

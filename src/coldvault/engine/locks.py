@@ -23,6 +23,7 @@ from functools import cached_property
 from coldvault.config.model import Target
 from coldvault.errors import ColdvaultError, IntegrityError, NotFound
 from coldvault.repo.blob import BlobKind
+from coldvault.repo.index import Index
 from coldvault.repo.manifest import Snapshot
 from coldvault.repo.repository import PACK_KINDS, Repository
 from coldvault.repo.tree import FILE
@@ -52,6 +53,9 @@ def snapshot_retained_until(snapshot: Snapshot, days: int) -> datetime:
     return snapshot.time + timedelta(days=days)
 
 
+Chunk = tuple[BlobKind, bytes]
+
+
 class References:
     """The objects each snapshot needs.  Raises IntegrityError when a chunk is in no index: a
     snapshot that cannot be resolved must stop anything that would delete or leave unlocked."""
@@ -59,22 +63,16 @@ class References:
     def __init__(self, repo: Repository) -> None:
         self._repo = repo
 
-    def packs(self, snapshot: Snapshot) -> set[Handle]:
-        index = self._repo.index
-        packs = set()
-        chunks: list[tuple[BlobKind, bytes]] = [(BlobKind.TREE, c) for c in snapshot.listing]
+    def chunks(self, snapshot: Snapshot) -> set[Chunk]:
+        """Every chunk it reads: its listing's and its files'."""
+        chunks: set[Chunk] = {(BlobKind.TREE, c) for c in snapshot.listing}
         for node in self._repo.listing(snapshot):
             if node.type == FILE:
-                chunks += [(BlobKind.DATA, c) for c in node.chunks]
-        for kind, chunk_id in chunks:
-            location = index.lookup(kind, chunk_id)
-            if location is None:
-                raise IntegrityError(
-                    f"snapshot {snapshot.id[:12]} needs chunk {chunk_id.hex()[:16]}, which no index lists;"
-                    " run 'coldvault check'"
-                )
-            packs.add(Handle(PACK_KINDS[kind], location.pack))
-        return packs
+                chunks.update((BlobKind.DATA, c) for c in node.chunks)
+        return chunks
+
+    def packs(self, snapshot: Snapshot) -> set[Handle]:
+        return packs_holding(self._repo.index, self.chunks(snapshot), needed_by=f"snapshot {snapshot.id[:12]}")
 
     def objects(self, snapshot: Snapshot) -> set[Handle]:
         """Its packs, an index object describing each, the config and every key slot."""
@@ -86,6 +84,25 @@ class References:
     def _essentials(self) -> set[Handle]:
         """The config and every key slot: needed by every snapshot, listed once."""
         return {Handle(Kind.CONFIG), *(info.handle for info in self._repo.store.list(Kind.KEY))}
+
+
+def pack_holding(index: Index, chunk: Chunk) -> Handle | None:
+    """The pack a reader of ``index`` takes the chunk from."""
+    location = index.lookup(*chunk)
+    return None if location is None else Handle(PACK_KINDS[chunk[0]], location.pack)
+
+
+def packs_holding(index: Index, chunks: Iterable[Chunk], *, needed_by: str) -> set[Handle]:
+    """The packs a reader of ``index`` takes the chunks from; IntegrityError if it cannot place one."""
+    packs = set()
+    for chunk in chunks:
+        pack = pack_holding(index, chunk)
+        if pack is None:
+            raise IntegrityError(
+                f"{needed_by} needs chunk {chunk[1].hex()[:16]}, which no index lists; run 'coldvault check'"
+            )
+        packs.add(pack)
+    return packs
 
 
 def required_locks(

@@ -1,9 +1,10 @@
-"""Prune: delete what no retained snapshot needs, once its lock has ended (docs/FORMAT.md §11.5).
+"""Prune: delete what no retained snapshot needs, once its lock has ended, and repack what is
+mostly garbage (docs/FORMAT.md §11.5).
 
 Prune needs delete rights, so it runs apart from the daemon, under the lease (engine.lease),
 with every target reachable.  It never deletes while the repository looks damaged: a retained
-snapshot that does not resolve, an index object that does not read, or a target lacking
-something a retained snapshot needs stops it before the first deletion.
+snapshot that does not resolve, an index object that does not read, or a target that could not
+restore every retained snapshot on its own (engine.holdings) stops it before the first deletion.
 
 Packs are dropped in two steps.  First an index object superseding the ones that list garbage
 is stored on every target, carrying over what is kept: from then on no backup deduplicates
@@ -14,6 +15,12 @@ A pack no index ever listed (left by a killed backup) counts as leaving the inde
 ``ADOPT_WINDOW`` after it was stored: until then its host's next backup may adopt it.
 Objects younger than ``margin`` are never touched: a concurrent backup may be about to index
 and reference them.
+
+A pack that is mostly garbage, and whose lock has ended everywhere, is repacked
+(engine.repack): the chunks still needed are copied into new packs, stored on every target
+before the superseding index that lists them there, and the old pack then leaves the index and
+goes the way of any garbage.  Which packs each target may lose is decided again after the new
+index is stored, from what each target then holds.
 """
 
 from __future__ import annotations
@@ -23,17 +30,26 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from coldvault.engine.backup import ADOPT_WINDOW
+from coldvault.engine.holdings import Holdings
 from coldvault.engine.lease import Lease
-from coldvault.engine.locks import References
+from coldvault.engine.locks import Chunk, References, packs_holding
+from coldvault.engine.repack import Repack, mostly_garbage, rewrite
 from coldvault.engine.sessions import TTL as SESSION_TTL
 from coldvault.errors import AlreadyExists, ColdvaultError, IntegrityError, NotFound, RepositoryError
 from coldvault.repo.index import PackRecord
-from coldvault.repo.repository import PACK_KINDS, IndexObject, Repository
+from coldvault.repo.manifest import Snapshot
+from coldvault.repo.repository import PACK_KINDS, IndexObject, Repository, build_index
 from coldvault.repo.session import DONE
-from coldvault.storage.handle import Handle, Kind
-from coldvault.storage.protocol import ObjectInfo, Store
+from coldvault.storage.handle import Handle, Kind, verify_object
+from coldvault.storage.protocol import Store
 
-_LISTED = (Kind.DATA, Kind.TREE, Kind.INDEX, Kind.SNAPSHOT, Kind.FORGET, Kind.SESSION, Kind.KEY, Kind.CONFIG)
+_RETAINED = "a retained snapshot"
+
+
+@dataclass(frozen=True)
+class RepackOptions:
+    unused: float = 0.5  # repack a pack once at least this share of its bytes is garbage
+    limit: int = 4 << 30  # read at most this many bytes of old packs in one run
 
 
 @dataclass
@@ -44,87 +60,77 @@ class PruneResult:
     reindexed: int = 0  # packs retained snapshots need that only a superseded index object listed
     superseded: int = 0  # index objects the new one replaces
     index_written: str | None = None
+    completed: int = 0  # index objects an interrupted prune stored on only some targets, now stored on the rest
+    repacked: int = 0  # mostly-garbage packs whose needed chunks were (dry: would be) copied into new packs
+    repack_written: list[str] = field(default_factory=list)  # the new packs
+    repack_bytes: int = 0  # bytes of the blobs copied
+    repack_locked: int = 0  # mostly garbage, but still locked on some target
+    repack_archived: int = 0  # mostly garbage, but every copy is in archive storage
+    repack_deferred: int = 0  # mostly garbage, beyond this run's repack limit
     deleted: dict[str, list[str]] = field(default_factory=dict)  # target → paths
     kept_locked: int = 0  # garbage whose lock has not ended yet (on some target)
     kept_in_use: int = 0  # garbage a running backup may still reference
     deleted_bytes: int = 0
 
 
-class _Listings:
-    """Every target's listing of every kind, and the store's creation times across targets."""
-
-    def __init__(self, stores: list[Store]) -> None:
-        self.by_target: dict[str, dict[Handle, ObjectInfo]] = {
-            store.name: {info.handle: info for kind in _LISTED for info in store.list(kind)} for store in stores
-        }
-
-    def everywhere(self, kind: Kind) -> set[Handle]:
-        return {h for listing in self.by_target.values() for h in listing if h.kind is kind}
-
-    def newest(self, handle: Handle) -> datetime | None:
-        """The latest creation time across targets (None if one is unknown): how young the object may be."""
-        times = self._created(handle)
-        return None if not times or None in times else max(t for t in times if t is not None)
-
-    def oldest(self, handle: Handle) -> datetime | None:
-        return min((t for t in self._created(handle) if t is not None), default=None)
-
-    def _created(self, handle: Handle) -> list[datetime | None]:
-        return [listing[handle].created for listing in self.by_target.values() if handle in listing]
-
-
 def prune(
     repo: Repository,
     stores: list[Store],
-    lease: Lease,
+    lease: Lease | None,
     *,
     now: datetime,
     margin: timedelta,
+    repack: RepackOptions = RepackOptions(),
     dry_run: bool = False,
     report: Callable[[str], None] = lambda _: None,
 ) -> PruneResult:
-    """``repo`` reads the union of ``stores`` without a cache; ``lease`` is held."""
+    """``repo`` reads the union of ``stores`` without a cache; ``lease`` is held (a dry run needs none)."""
     result = PruneResult()
     report("listing every target")
-    listings = _Listings(stores)
+    holdings = Holdings(stores)
     forget_records = repo.forget_records()
     forgotten = {snapshot for record in forget_records for snapshot in record.snapshots}
-    manifests = {h.name for h in listings.everywhere(Kind.SNAPSHOT)}
+    manifests = {h.name for h in holdings.everywhere(Kind.SNAPSHOT)}
     retained = [repo.read_snapshot(name) for name in sorted(manifests - forgotten)]
     result.retained, result.forgotten = len(retained), len(manifests & forgotten)
-    objects = [repo.read_index_object(h.name) for h in sorted(listings.everywhere(Kind.INDEX), key=str)]
+    objects = [repo.read_index_object(h.name) for h in sorted(holdings.everywhere(Kind.INDEX), key=str)]
     if repo.skipped:
         raise IntegrityError(f"prune stops: {repo.skipped[0]}; run 'coldvault check' and repair first")
     report(f"resolving {len(retained)} retained snapshots")
-    references = References(repo)
-    needed: set[Handle] = set()
-    for snapshot in retained:
-        needed |= references.packs(snapshot)
-    _require_complete(listings, needed, {Handle(Kind.SNAPSHOT, s.id) for s in retained})
+    chunks = _chunks(repo, retained)
+    placed = packs_holding(repo.index, chunks, needed_by=_RETAINED)
+    _require_complete(holdings, placed | {Handle(Kind.SNAPSHOT, s.id) for s in retained})
+    result.completed = _complete_interrupted(repo, stores, holdings, objects, now=now, dry_run=dry_run)
+    needed = placed | holdings.needed(objects, chunks)
 
     def young(handle: Handle) -> bool:
-        created = listings.newest(handle)
+        created = holdings.newest(handle)
         return created is None or created > now - margin
 
-    packs = listings.everywhere(Kind.DATA) | listings.everywhere(Kind.TREE)
+    packs = holdings.everywhere(Kind.DATA) | holdings.everywhere(Kind.TREE)
     garbage = {h for h in packs if h not in needed and not young(h)}
     result.garbage = len(garbage)
 
-    # Step 1: an index object superseding every one that lists garbage, carrying over the rest,
-    # and indexing again what retained snapshots need but only superseded objects list.
+    # Step 1: repack what is mostly garbage, then store an index object superseding every one that
+    # lists garbage or a repacked pack, carrying over the rest, listing the new packs, and indexing
+    # again what retained snapshots need but only superseded objects list.
     superseded_before = {name for o in objects for name in o.supersedes}
     live = [o for o in objects if o.name not in superseded_before]
-    replaced = [o for o in live if any(_handle(r) in garbage for r in o.records) and not young(_index(o.name))]
+    repacks = _choose_repacks(stores, holdings, live, chunks, garbage, young, repack, now, result)
+    new_packs = _store_repacks(repo, stores, holdings, repacks, lease, now, dry_run, result, report)
+    leaving = garbage | {_handle(r.old) for r in repacks}
+    replaced = [o for o in live if any(_handle(r) in leaving for r in o.records) and not young(_index(o.name))]
     index = repo.index
-    lost = sorted(h.name for h in needed if not index.is_live(h.name))
-    kept: dict[str, PackRecord] = {r.name: r for o in replaced for r in o.records if _handle(r) not in garbage}
+    lost = sorted(h.name for h in placed if not index.is_live(h.name))
+    kept: dict[str, PackRecord] = {r.name: r for o in replaced for r in o.records if _handle(r) not in leaving}
     for name in lost:
         record = index.pack(name)
-        assert record is not None, "References resolved it"
+        assert record is not None, "packs_holding found it"
         kept[name] = record
+    kept.update((record.name, record) for record in new_packs)
     superseder_created: dict[str, datetime] = {}
     for o in objects:
-        created = listings.newest(_index(o.name))
+        created = holdings.newest(_index(o.name))
         for name in o.supersedes:
             if created is not None:
                 superseder_created[name] = max(superseder_created.get(name, created), created)
@@ -133,13 +139,15 @@ def prune(
         result.index_written, result.superseded, result.reindexed = handle.name, len(replaced), len(lost)
         if not dry_run:
             report(f"storing index {handle.name[:12]} on every target")
-            for store in stores:
-                try:
-                    store.put(handle, data)
-                except AlreadyExists:
-                    pass
+        _store_everywhere(stores, holdings, handle, data, now, dry_run)
+        objects = [*objects, IndexObject(handle.name, list(kept.values()), [o.name for o in replaced])]
         for o in replaced:
             superseder_created[o.name] = now
+    if dry_run:
+        needed -= {_handle(r.old) for r in repacks}  # their chunks would be in the new packs
+    else:
+        # What each target needs now that it holds the new index: nothing it needs may go.
+        needed = packs_holding(build_index(objects), chunks, needed_by=_RETAINED) | holdings.needed(objects, chunks)
 
     # Step 2: when each piece of garbage left the index, against the backups that may have read it.
     listed_by: dict[str, list[str]] = {}
@@ -154,17 +162,17 @@ def prune(
         if any(name in still_live for name in names):
             return None
         if not names:
-            stored = listings.oldest(handle)
+            stored = holdings.oldest(handle)
             return None if stored is None else stored + ADOPT_WINDOW
         return max(superseder_created.get(name, now) for name in names)
 
-    sessions = _sessions(repo, listings)
+    sessions = _sessions(repo, holdings)
     first_session = _first_counted_session(sessions, now=now, margin=margin)
     report("checking locks" + (" (dry run)" if dry_run else ""))
-    if not dry_run:
+    if lease is not None:
         lease.renew()
     doomed = []
-    for handle in sorted(garbage, key=str):
+    for handle in sorted(leaving - needed, key=str):
         left = left_index(handle)
         if left is None or (first_session is not None and left + margin >= first_session) or left > now:
             result.kept_in_use += 1
@@ -178,14 +186,146 @@ def prune(
         and superseder_created.get(name, now) < now
     ]
     forgotten_manifests = [Handle(Kind.SNAPSHOT, name) for name in sorted(manifests & forgotten)]
-    _delete(stores, listings, doomed, now, dry_run, result, counts_locked=True)
-    _delete(stores, listings, _safe_index_objects(retired_index, objects, needed, listings), now, dry_run, result)
-    _delete(stores, listings, forgotten_manifests, now, dry_run, result)
-    remaining = {n for n in manifests if not _gone(Handle(Kind.SNAPSHOT, n), result, listings)}
+    _delete(stores, holdings, doomed, now, dry_run, result, counts_locked=True)
+    _delete(stores, holdings, _safe_index_objects(retired_index, objects, needed, holdings), now, dry_run, result)
+    _delete(stores, holdings, forgotten_manifests, now, dry_run, result)
+    remaining = {n for n in manifests if not _gone(Handle(Kind.SNAPSHOT, n), result, holdings)}
     records = [Handle(Kind.FORGET, r.id) for r in forget_records if not set(r.snapshots) & remaining]
-    _delete(stores, listings, sorted(records, key=str), now, dry_run, result)
-    _delete(stores, listings, _dead_session_markers(sessions, now=now, margin=margin), now, dry_run, result)
+    _delete(stores, holdings, sorted(records, key=str), now, dry_run, result)
+    _delete(stores, holdings, _dead_session_markers(sessions, now=now, margin=margin), now, dry_run, result)
     return result
+
+
+def _chunks(repo: Repository, retained: Iterable[Snapshot]) -> set[Chunk]:
+    references = References(repo)
+    chunks: set[Chunk] = set()
+    for snapshot in retained:
+        chunks |= references.chunks(snapshot)
+    return chunks
+
+
+def _complete_interrupted(
+    repo: Repository,
+    stores: list[Store],
+    holdings: Holdings,
+    objects: list[IndexObject],
+    *,
+    now: datetime,
+    dry_run: bool,
+) -> int:
+    """Store each live superseding index object on the targets an interrupted prune did not reach,
+    where the target holds every pack it lists.  Returns how many copies were (dry: would be) stored."""
+    superseded = {name for o in objects for name in o.supersedes}
+    completed = 0
+    for o in objects:
+        handle = _index(o.name)
+        if not o.supersedes or o.name in superseded:
+            continue
+        for store in stores:
+            listing = holdings.by_target[store.name]
+            if handle in listing or any(_handle(r) not in listing for r in o.records):
+                continue
+            data = b"" if dry_run else repo.store.get(handle)
+            if not dry_run:
+                verify_object(o.name, data, str(handle))
+                _put(store, handle, data)
+            holdings.stored(store.name, handle, len(data), now)
+            completed += 1
+    return completed
+
+
+def _choose_repacks(
+    stores: list[Store],
+    holdings: Holdings,
+    live: list[IndexObject],
+    chunks: set[Chunk],
+    garbage: set[Handle],
+    young: Callable[[Handle], bool],
+    options: RepackOptions,
+    now: datetime,
+    result: PruneResult,
+) -> list[Repack]:
+    """Mostly-garbage packs that may be repacked now: old enough, listed only by index objects this
+    run supersedes, with a copy online, unlocked on every target, within the run's limit."""
+    listed_live: dict[str, list[str]] = {}
+    records: dict[str, PackRecord] = {}
+    for o in live:
+        for r in o.records:
+            listed_live.setdefault(r.name, []).append(o.name)
+            records[r.name] = r
+    chosen, budget = [], options.limit
+    for candidate in mostly_garbage(records.values(), chunks, options.unused):
+        handle = _handle(candidate.old)
+        if handle in garbage or young(handle) or any(young(_index(name)) for name in listed_live[handle.name]):
+            continue
+        copies = [listing[handle] for listing in holdings.by_target.values() if handle in listing]
+        if all(info.archived for info in copies):
+            result.repack_archived += 1
+        elif _locked_somewhere(stores, holdings, handle, now):
+            result.repack_locked += 1
+        elif candidate.old.length > budget:
+            result.repack_deferred += 1
+        else:
+            budget -= candidate.old.length
+            chosen.append(candidate)
+    return chosen
+
+
+def _locked_somewhere(stores: list[Store], holdings: Holdings, handle: Handle, now: datetime) -> bool:
+    holding = (store for store in stores if handle in holdings.by_target[store.name])
+    return any(_lock_ended(store, handle, now) is False for store in holding)
+
+
+def _lock_ended(store: Store, handle: Handle, now: datetime) -> bool | None:
+    """Whether the object's lock on ``store`` has ended (or it has none); None if the store lacks it."""
+    try:
+        until = store.head(handle).retain_until
+    except NotFound:
+        return None
+    return until is None or until <= now
+
+
+def _store_repacks(
+    repo: Repository,
+    stores: list[Store],
+    holdings: Holdings,
+    repacks: list[Repack],
+    lease: Lease | None,
+    now: datetime,
+    dry_run: bool,
+    result: PruneResult,
+    report: Callable[[str], None],
+) -> list[PackRecord]:
+    """Copy the needed blobs of ``repacks`` into new packs stored on every target; a dry run only counts."""
+    result.repacked = len(repacks)
+    result.repack_bytes = sum(e.length for r in repacks for e in r.keep)
+    if dry_run or not repacks:
+        return []
+    report(f"repacking {len(repacks)} packs")
+    records = []
+    for data, record in rewrite(repo, repacks):
+        _store_everywhere(stores, holdings, _handle(record), data, now, dry_run)
+        records.append(record)
+        result.repack_written.append(record.name)
+        if lease is not None:
+            lease.keep_alive()
+    return records
+
+
+def _store_everywhere(
+    stores: list[Store], holdings: Holdings, handle: Handle, data: bytes, now: datetime, dry_run: bool
+) -> None:
+    for store in stores:
+        if not dry_run:
+            _put(store, handle, data)
+        holdings.stored(store.name, handle, len(data), now)
+
+
+def _put(store: Store, handle: Handle, data: bytes) -> None:
+    try:
+        store.put(handle, data)
+    except AlreadyExists:
+        pass  # same name, same bytes
 
 
 def _handle(record: PackRecord) -> Handle:
@@ -196,10 +336,9 @@ def _index(name: str) -> Handle:
     return Handle(Kind.INDEX, name)
 
 
-def _require_complete(listings: _Listings, needed: set[Handle], manifests: set[Handle]) -> None:
+def _require_complete(holdings: Holdings, needed: set[Handle]) -> None:
     """Deletion on one target never proceeds while a target lacks something a retained snapshot needs."""
-    for target, listing in listings.by_target.items():
-        lacking = [h for h in needed | manifests if h not in listing]
+    for target, lacking in holdings.lacking(sorted(needed, key=str)).items():
         if lacking:
             raise RepositoryError(
                 f"target {target} lacks {len(lacking)} objects retained snapshots need (e.g. {lacking[0]});"
@@ -227,10 +366,10 @@ class _Session:
     markers: list[Handle]
 
 
-def _sessions(repo: Repository, listings: _Listings) -> dict[str, _Session]:
+def _sessions(repo: Repository, holdings: Holdings) -> dict[str, _Session]:
     sessions: dict[str, _Session] = {}
-    for handle in listings.everywhere(Kind.SESSION):
-        created = listings.oldest(handle)
+    for handle in holdings.everywhere(Kind.SESSION):
+        created = holdings.oldest(handle)
         try:
             marker = repo.read_session_marker(handle.name)
         except ColdvaultError:
@@ -255,13 +394,13 @@ def _dead_session_markers(sessions: dict[str, _Session], *, now: datetime, margi
 
 
 def _safe_index_objects(
-    candidates: list[Handle], objects: list[IndexObject], needed: set[Handle], listings: _Listings
+    candidates: list[Handle], objects: list[IndexObject], needed: set[Handle], holdings: Holdings
 ) -> list[Handle]:
     """Superseded index objects whose needed packs a live index object on every target describes."""
     superseded = {name for o in objects for name in o.supersedes}
     live_described = {
         target: {r.name for o in objects if o.name not in superseded and _index(o.name) in listing for r in o.records}
-        for target, listing in listings.by_target.items()
+        for target, listing in holdings.by_target.items()
     }
     by_name = {o.name: o for o in objects}
     safe = []
@@ -275,16 +414,16 @@ def _safe_index_objects(
     return safe
 
 
-def _gone(handle: Handle, result: PruneResult, listings: _Listings) -> bool:
+def _gone(handle: Handle, result: PruneResult, holdings: Holdings) -> bool:
     return all(
         handle not in listing or str(handle) in result.deleted.get(target, [])
-        for target, listing in listings.by_target.items()
+        for target, listing in holdings.by_target.items()
     )
 
 
 def _delete(
     stores: list[Store],
-    listings: _Listings,
+    holdings: Holdings,
     handles: Iterable[Handle],
     now: datetime,
     dry_run: bool,
@@ -296,14 +435,13 @@ def _delete(
     for handle in handles:
         locked = False
         for store in stores:
-            info = listings.by_target[store.name].get(handle)
+            info = holdings.by_target[store.name].get(handle)
             if info is None:
                 continue
-            try:
-                until = store.head(handle).retain_until
-            except NotFound:
+            ended = _lock_ended(store, handle, now)
+            if ended is None:
                 continue
-            if until is not None and until > now:
+            if not ended:
                 locked = True
                 continue
             if not dry_run:

@@ -1,0 +1,205 @@
+"""Repack, on two locked memory targets and a fake clock: a pack that is mostly garbage has its
+needed chunks copied into a new pack once its lock has ended everywhere, the old pack goes only
+after the new one and its index are stored on every target, and each target stays restorable on
+its own through every interruption."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from prune_world import LOCK_DAYS, MARGIN, World
+
+from coldvault.engine.backup import ADOPT_WINDOW
+from coldvault.engine.holdings import Holdings
+from coldvault.engine.locks import References
+from coldvault.engine.prune import RepackOptions, prune
+from coldvault.engine.repack import Repack, mostly_garbage
+from coldvault.engine.retention import Policy
+from coldvault.errors import RepositoryError, TargetError
+from coldvault.repo.blob import BlobKind
+from coldvault.repo.index import PackRecord
+from coldvault.repo.pack import PackEntry
+from coldvault.repo.repository import IndexObject
+from coldvault.storage.forwarding import ForwardingStore
+from coldvault.storage.handle import Handle, Kind
+from coldvault.storage.memory import MemoryStore
+from coldvault.storage.protocol import BytesLike, ObjectInfo, PutMode, Store
+
+
+class RefusesPuts(ForwardingStore):
+    """A target that stops taking objects of one kind: the outage (or the prune killed) between
+    two of repack's steps.  A fake store, not a mock: everything else reaches the real one."""
+
+    def __init__(self, inner: Store, kind: Kind) -> None:
+        super().__init__(inner)
+        self.kind = kind
+
+    def put(self, handle: Handle, data: BytesLike, *, mode: PutMode = PutMode.CREATE, **kwargs: object) -> ObjectInfo:
+        if handle.kind is self.kind:
+            raise TargetError(f"{self.name}: unreachable")
+        return super().put(handle, data, mode=mode, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def make_mostly_garbage(world: World) -> list[Repack]:
+    """A large file and a small one backed up together, then the large one deleted and the first
+    snapshot forgotten: the pack holding the small file is mostly the large one's garbage."""
+    world.write("drop", 30_000)
+    world.write("keep", 1_000)
+    first = world.backup()
+    world.clock.advance(days=1)
+    (world.tree / "drop").unlink()
+    second = world.backup()
+    world.forget(Policy(last=1))
+    repo = world.fresh()
+    references = References(repo)
+    assert references.packs(first) & references.packs(second)  # the pack they share
+    candidates = mostly_garbage(repo.index.packs(), references.chunks(second), 0.5)
+    assert candidates and all(r.unused >= 0.5 for r in candidates)
+    return candidates
+
+
+def pack_names(world: World, store: int) -> set[str]:
+    return {info.handle.name for kind in (Kind.DATA, Kind.TREE) for info in world.raw[store].list(kind)}
+
+
+def test_a_mostly_garbage_pack_is_repacked_once_its_lock_ends_everywhere(world: World) -> None:
+    candidates = make_mostly_garbage(world)
+    old = {r.old.name for r in candidates}
+    world.clock.advance(hours=2)
+    early = world.prune()
+    assert early.repacked == 0 and early.repack_locked == len(candidates)
+
+    world.clock.advance(days=LOCK_DAYS + 1)  # every lock has ended ...
+    for r in candidates:  # ... but on target b, where someone extended the old packs' locks
+        world.raw[1].retain(Handle(Kind.DATA, r.old.name), world.clock() + timedelta(days=2))
+    held = world.prune()
+    assert held.repacked == 0 and held.repack_locked == len(candidates)
+    assert all(old <= pack_names(world, n) for n in (0, 1))
+
+    world.clock.advance(days=3)
+    before = sum(info.size for info in world.raw[0].list(Kind.DATA))
+    done = world.prune()
+    assert done.repacked == len(candidates) and done.repack_written
+    assert done.repack_bytes == sum(e.length for r in candidates for e in r.keep)
+    for n in (0, 1):
+        names = pack_names(world, n)
+        assert not old & names and set(done.repack_written) <= names
+        for name in done.repack_written:  # the copy is locked as any new pack is
+            assert world.raw[n].head(Handle(Kind.DATA, name)).retain_until == world.clock() + timedelta(days=LOCK_DAYS)
+    assert sum(info.size for info in world.raw[0].list(Kind.DATA)) < before
+    world.assert_sound()
+    world.clock.advance(hours=2)
+    again = world.prune()  # the new pack is all needed data: nothing more to repack
+    assert again.repacked == 0 and not again.repack_locked
+    world.assert_sound()
+
+
+def test_the_old_pack_goes_only_after_the_new_one_and_its_index_are_on_every_target(world: World) -> None:
+    candidates = make_mostly_garbage(world)
+    old = {r.old.name for r in candidates}
+    world.clock.advance(days=LOCK_DAYS + 2)
+    healthy = world.stores[1]
+
+    world.stores[1] = RefusesPuts(healthy, Kind.DATA)  # the new pack reaches a only
+    with pytest.raises(TargetError):
+        world.prune()
+    assert all(old <= pack_names(world, n) for n in (0, 1))
+    orphans = pack_names(world, 0) - pack_names(world, 1)
+    assert orphans
+    world.assert_sound()
+
+    world.stores[1] = RefusesPuts(healthy, Kind.INDEX)  # the new pack is everywhere, its index on a only
+    with pytest.raises(TargetError):
+        world.prune()
+    assert all(old <= pack_names(world, n) for n in (0, 1))
+    world.assert_sound()  # b still reads the old pack through its old index; a reads the new one
+
+    world.stores[1] = healthy
+    finished = world.prune()  # stores the interrupted index on b, and only then drops the old pack
+    assert finished.completed == 1 and finished.repacked == 0
+    assert all(not old & pack_names(world, n) for n in (0, 1))
+    assert orphans <= pack_names(world, 0)  # unindexed, and young: a backup of its host might adopt it
+    world.assert_sound()
+
+    world.clock.advance(seconds=(ADOPT_WINDOW + 2 * MARGIN).total_seconds())
+    assert world.prune().kept_locked == len(orphans)  # stored locked, as every pack is
+    world.clock.advance(days=LOCK_DAYS)
+    world.prune()
+    assert not orphans & pack_names(world, 0)
+    world.assert_sound()
+
+
+def test_prune_refuses_while_a_target_lacks_a_new_pack_its_index_would_need(world: World) -> None:
+    """The new index reached a only, and b has since lost the new pack (or is a target just added):
+    the interrupted index cannot be completed there, so prune deletes nothing until sync has run."""
+    candidates = make_mostly_garbage(world)
+    old = {r.old.name for r in candidates}
+    world.clock.advance(days=LOCK_DAYS + 2)
+    before = pack_names(world, 1)
+    healthy = world.stores[1]
+    world.stores[1] = RefusesPuts(healthy, Kind.INDEX)
+    with pytest.raises(TargetError):
+        world.prune()
+    world.stores[1] = healthy
+    written = {info.handle for info in world.raw[1].list(Kind.DATA) if info.handle.name not in before}
+    assert written
+    world.clock.advance(days=LOCK_DAYS + 1)  # its lock ended: an insider may delete it now
+    world.raw[1].delete(min(written, key=str))
+    with pytest.raises(RepositoryError, match=r"^target b lacks 1 objects .* run 'coldvault sync' first"):
+        world.prune()
+    assert all(old <= pack_names(world, n) for n in (0, 1))
+    world.assert_sound()
+
+
+def test_each_target_keeps_the_packs_its_own_index_reads() -> None:
+    """Two packs hold the same chunk (two racing backups stored it); the index object listing one
+    is on a only.  The union of the index places the chunk there, but b's own index places it in
+    the other pack, which therefore stays needed."""
+    chunk = b"\x01" * 32
+    first, second = (PackRecord(n * 64, BlobKind.DATA, 64, (PackEntry(BlobKind.DATA, chunk, 0, 48, 30),)) for n in "ab")
+    read_first = IndexObject("11" * 32, [first], [])
+    read_second = IndexObject("00" * 32, [second], [])  # sorts first: the union reads the second pack
+    stores = [MemoryStore(name) for name in ("a", "b")]
+    for store in stores:
+        for record in (first, second):
+            store.put(Handle(Kind.DATA, record.name), b"pack")
+        store.put(Handle(Kind.INDEX, read_first.name), b"index")
+    stores[0].put(Handle(Kind.INDEX, read_second.name), b"index")
+    holdings = Holdings(stores)
+    objects = [read_second, read_first]
+    assert holdings.needed(objects, {(BlobKind.DATA, chunk)}) == {
+        Handle(Kind.DATA, first.name),
+        Handle(Kind.DATA, second.name),
+    }
+    stores[1].delete(Handle(Kind.DATA, first.name))
+    with pytest.raises(RepositoryError, match=r"^target b lacks 1 packs retained snapshots need"):
+        Holdings(stores).needed(objects, {(BlobKind.DATA, chunk)})
+
+
+def test_dry_run_and_limits(world: World) -> None:
+    candidates = make_mostly_garbage(world)
+    world.clock.advance(days=LOCK_DAYS + 2)
+    before = [pack_names(world, n) for n in (0, 1)]
+
+    dry = prune(world.fresh(), world.stores, None, now=world.clock(), margin=MARGIN, dry_run=True)
+    assert dry.repacked == len(candidates) and not dry.repack_written
+    assert {str(Handle(Kind.DATA, r.old.name)) for r in candidates} <= set(
+        dry.deleted["a"]
+    )  # what a real run would drop
+    assert [pack_names(world, n) for n in (0, 1)] == before and not world.objects(Kind.LEASE)
+
+    off = world.prune(RepackOptions(unused=1.0))
+    assert off.repacked == 0 and not off.repack_deferred
+    world.clock.advance(hours=2)
+    capped = world.prune(RepackOptions(limit=1))
+    assert capped.repacked == 0 and capped.repack_deferred == len(candidates)
+    world.clock.advance(hours=2)
+    assert world.prune().repacked == len(candidates)
+    world.assert_sound()
