@@ -21,7 +21,7 @@ from coldvault.errors import RepositoryError, TargetError
 from coldvault.repo.blob import BlobKind
 from coldvault.repo.index import PackRecord
 from coldvault.repo.pack import PackEntry
-from coldvault.repo.repository import IndexObject
+from coldvault.repo.repository import PACK_KINDS, IndexObject
 from coldvault.storage.forwarding import ForwardingStore
 from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.memory import MemoryStore
@@ -29,15 +29,15 @@ from coldvault.storage.protocol import BytesLike, ObjectInfo, PutMode, Store
 
 
 class RefusesPuts(ForwardingStore):
-    """A target that stops taking objects of one kind: the outage (or the prune killed) between
+    """A target that stops taking objects of some kinds: the outage (or the prune killed) between
     two of repack's steps.  A fake store, not a mock: everything else reaches the real one."""
 
-    def __init__(self, inner: Store, kind: Kind) -> None:
+    def __init__(self, inner: Store, *kinds: Kind) -> None:
         super().__init__(inner)
-        self.kind = kind
+        self.kinds = kinds
 
     def put(self, handle: Handle, data: BytesLike, *, mode: PutMode = PutMode.CREATE, **kwargs: object) -> ObjectInfo:
-        if handle.kind is self.kind:
+        if handle.kind in self.kinds:
             raise TargetError(f"{self.name}: unreachable")
         return super().put(handle, data, mode=mode, **kwargs)  # type: ignore[arg-type]
 
@@ -65,8 +65,12 @@ def make_mostly_garbage(world: World) -> list[Repack]:
     return candidates
 
 
+def packs(world: World, store: int) -> dict[str, ObjectInfo]:
+    return {info.handle.name: info for kind in (Kind.DATA, Kind.TREE) for info in world.raw[store].list(kind)}
+
+
 def pack_names(world: World, store: int) -> set[str]:
-    return {info.handle.name for kind in (Kind.DATA, Kind.TREE) for info in world.raw[store].list(kind)}
+    return set(packs(world, store))
 
 
 def test_a_mostly_garbage_pack_is_repacked_once_its_lock_ends_everywhere(world: World) -> None:
@@ -78,13 +82,13 @@ def test_a_mostly_garbage_pack_is_repacked_once_its_lock_ends_everywhere(world: 
 
     world.clock.advance(days=LOCK_DAYS + 1)  # every lock has ended ...
     for r in candidates:  # ... but on target b, where someone extended the old packs' locks
-        world.raw[1].retain(Handle(Kind.DATA, r.old.name), world.clock() + timedelta(days=2))
+        world.raw[1].retain(Handle(PACK_KINDS[r.old.kind], r.old.name), world.clock() + timedelta(days=2))
     held = world.prune()
     assert held.repacked == 0 and held.repack_locked == len(candidates)
     assert all(old <= pack_names(world, n) for n in (0, 1))
 
     world.clock.advance(days=3)
-    before = sum(info.size for info in world.raw[0].list(Kind.DATA))
+    before = sum(info.size for info in packs(world, 0).values())
     done = world.prune()
     assert done.repacked == len(candidates) and done.repack_written
     assert done.repack_bytes == sum(e.length for r in candidates for e in r.keep)
@@ -92,8 +96,8 @@ def test_a_mostly_garbage_pack_is_repacked_once_its_lock_ends_everywhere(world: 
         names = pack_names(world, n)
         assert not old & names and set(done.repack_written) <= names
         for name in done.repack_written:  # the copy is locked as any new pack is
-            assert world.raw[n].head(Handle(Kind.DATA, name)).retain_until == world.clock() + timedelta(days=LOCK_DAYS)
-    assert sum(info.size for info in world.raw[0].list(Kind.DATA)) < before
+            assert packs(world, n)[name].retain_until == world.clock() + timedelta(days=LOCK_DAYS)
+    assert sum(info.size for info in packs(world, 0).values()) < before
     world.assert_sound()
     world.clock.advance(hours=2)
     again = world.prune()  # the new pack is all needed data: nothing more to repack
@@ -107,7 +111,7 @@ def test_the_old_pack_goes_only_after_the_new_one_and_its_index_are_on_every_tar
     world.clock.advance(days=LOCK_DAYS + 2)
     healthy = world.stores[1]
 
-    world.stores[1] = RefusesPuts(healthy, Kind.DATA)  # the new pack reaches a only
+    world.stores[1] = RefusesPuts(healthy, Kind.DATA, Kind.TREE)  # the new pack reaches a only
     with pytest.raises(TargetError):
         world.prune()
     assert all(old <= pack_names(world, n) for n in (0, 1))
@@ -148,7 +152,7 @@ def test_prune_refuses_while_a_target_lacks_a_new_pack_its_index_would_need(worl
     with pytest.raises(TargetError):
         world.prune()
     world.stores[1] = healthy
-    written = {info.handle for info in world.raw[1].list(Kind.DATA) if info.handle.name not in before}
+    written = {info.handle for name, info in packs(world, 1).items() if name not in before}
     assert written
     world.clock.advance(days=LOCK_DAYS + 1)  # its lock ended: an insider may delete it now
     world.raw[1].delete(min(written, key=str))
@@ -174,13 +178,13 @@ def test_each_target_keeps_the_packs_its_own_index_reads() -> None:
     stores[0].put(Handle(Kind.INDEX, read_second.name), b"index")
     holdings = Holdings(stores)
     objects = [read_second, read_first]
-    assert holdings.needed(objects, {(BlobKind.DATA, chunk)}) == {
+    assert holdings.needed(objects, lambda _: {(BlobKind.DATA, chunk)}) == {
         Handle(Kind.DATA, first.name),
         Handle(Kind.DATA, second.name),
     }
     stores[1].delete(Handle(Kind.DATA, first.name))
     with pytest.raises(RepositoryError, match=r"^target b lacks 1 packs retained snapshots need"):
-        Holdings(stores).needed(objects, {(BlobKind.DATA, chunk)})
+        Holdings(stores).needed(objects, lambda _: {(BlobKind.DATA, chunk)})
 
 
 def test_dry_run_and_limits(world: World) -> None:
@@ -190,9 +194,8 @@ def test_dry_run_and_limits(world: World) -> None:
 
     dry = prune(world.fresh(), world.stores, None, now=world.clock(), margin=MARGIN, dry_run=True)
     assert dry.repacked == len(candidates) and not dry.repack_written
-    assert {str(Handle(Kind.DATA, r.old.name)) for r in candidates} <= set(
-        dry.deleted["a"]
-    )  # what a real run would drop
+    would_drop = {str(Handle(PACK_KINDS[r.old.kind], r.old.name)) for r in candidates}
+    assert would_drop <= set(dry.deleted["a"])  # as a real run would
     assert [pack_names(world, n) for n in (0, 1)] == before and not world.objects(Kind.LEASE)
 
     off = world.prune(RepackOptions(unused=1.0))

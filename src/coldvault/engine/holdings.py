@@ -9,7 +9,7 @@ a killed sync or prune left behind resolves chunks through the objects it has.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from coldvault.engine.locks import Chunk, pack_holding
@@ -43,19 +43,21 @@ class Holdings:
     def oldest(self, handle: Handle) -> datetime | None:
         return min((t for t in self._created(handle) if t is not None), default=None)
 
-    def needed(self, objects: list[IndexObject], chunks: set[Chunk]) -> set[Handle]:
-        """Every pack some target's own index places a needed chunk in.  Raises RepositoryError when
+    def needed(self, objects: list[IndexObject], chunks_of: Callable[[frozenset[str]], set[Chunk]]) -> set[Handle]:
+        """Every pack some target's own index places a chunk in that a snapshot it holds needs
+        (``chunks_of`` gets the names of the manifests a target holds).  Raises RepositoryError when
         a target cannot place one, or lacks a pack its index places one in: it would not restore
-        every retained snapshot on its own, and nothing may be deleted until sync has made it whole."""
-        resolved: dict[frozenset[str], tuple[set[Handle], bool]] = {}  # same index objects, same answer
+        those snapshots on its own, and nothing may be deleted until sync has made it whole."""
+        resolved: dict[tuple[frozenset[str], frozenset[str]], tuple[set[Handle], bool]] = {}
         needed: set[Handle] = set()
         for target, listing in self.by_target.items():
             names = frozenset(o.name for o in objects if Handle(Kind.INDEX, o.name) in listing)
-            if names not in resolved:
+            manifests = frozenset(h.name for h in listing if h.kind is Kind.SNAPSHOT)
+            if (names, manifests) not in resolved:  # targets alike are worked out once
                 index = build_index(o for o in objects if o.name in names)
-                placed = {pack_holding(index, chunk) for chunk in chunks}
-                resolved[names] = ({p for p in placed if p is not None}, None in placed)
-            packs, unplaced = resolved[names]
+                placed = {pack_holding(index, chunk) for chunk in chunks_of(manifests)}
+                resolved[names, manifests] = ({p for p in placed if p is not None}, None in placed)
+            packs, unplaced = resolved[names, manifests]
             lacking = sorted((str(h) for h in packs if h not in listing), key=str)
             if unplaced or lacking:
                 what = f"lacks {len(lacking)} packs" if lacking else "lacks index entries"

@@ -96,16 +96,20 @@ def prune(
     objects = [repo.read_index_object(h.name) for h in sorted(holdings.everywhere(Kind.INDEX), key=str)]
     if repo.skipped:
         raise IntegrityError(f"prune stops: {repo.skipped[0]}; run 'coldvault check' and repair first")
-    report(f"resolving {len(retained)} retained snapshots")
-    chunks = _chunks(repo, retained)
-    placed = packs_holding(repo.index, chunks, needed_by=_RETAINED)
-    _require_complete(holdings, placed | {Handle(Kind.SNAPSHOT, s.id) for s in retained})
-    result.completed = _complete_interrupted(repo, stores, holdings, objects, now=now, dry_run=dry_run)
-    needed = placed | holdings.needed(objects, chunks)
 
     def young(handle: Handle) -> bool:
         created = holdings.newest(handle)
         return created is None or created > now - margin
+
+    report(f"resolving {len(retained)} retained snapshots")
+    needs = _Needs(repo, retained)
+    chunks = needs.all
+    placed = packs_holding(repo.index, chunks, needed_by=_RETAINED)
+    # Young objects on some targets only are a backup storing them target by target, not a lag.
+    manifests_needed = {Handle(Kind.SNAPSHOT, s.id) for s in retained}
+    _require_complete(holdings, {h for h in placed | manifests_needed if not young(h)})
+    result.completed = _complete_interrupted(repo, stores, holdings, objects, now=now, dry_run=dry_run)
+    needed = placed | holdings.needed(objects, needs.held)
 
     packs = holdings.everywhere(Kind.DATA) | holdings.everywhere(Kind.TREE)
     garbage = {h for h in packs if h not in needed and not young(h)}
@@ -147,7 +151,7 @@ def prune(
         needed -= {_handle(r.old) for r in repacks}  # their chunks would be in the new packs
     else:
         # What each target needs now that it holds the new index: nothing it needs may go.
-        needed = packs_holding(build_index(objects), chunks, needed_by=_RETAINED) | holdings.needed(objects, chunks)
+        needed = packs_holding(build_index(objects), chunks, needed_by=_RETAINED) | holdings.needed(objects, needs.held)
 
     # Step 2: when each piece of garbage left the index, against the backups that may have read it.
     listed_by: dict[str, list[str]] = {}
@@ -196,12 +200,23 @@ def prune(
     return result
 
 
-def _chunks(repo: Repository, retained: Iterable[Snapshot]) -> set[Chunk]:
-    references = References(repo)
-    chunks: set[Chunk] = set()
-    for snapshot in retained:
-        chunks |= references.chunks(snapshot)
-    return chunks
+class _Needs:
+    """The chunks retained snapshots need: all of them, or those of the snapshots one target holds."""
+
+    def __init__(self, repo: Repository, retained: Iterable[Snapshot]) -> None:
+        self._references = References(repo)
+        self._retained = {s.id: s for s in retained}
+        self.all: set[Chunk] = set().union(*(self._references.chunks(s) for s in self._retained.values()))
+        self._held: dict[frozenset[str], set[Chunk]] = {}
+
+    def held(self, manifests: frozenset[str]) -> set[Chunk]:
+        """Of the retained snapshots among ``manifests``; read again only for a target that lacks some."""
+        ids = manifests & self._retained.keys()
+        if ids == self._retained.keys():
+            return self.all
+        if ids not in self._held:
+            self._held[ids] = set().union(*(self._references.chunks(self._retained[i]) for i in ids))
+        return self._held[ids]
 
 
 def _complete_interrupted(
