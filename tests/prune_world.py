@@ -55,9 +55,10 @@ class World:
     def write(self, name: str, size: int = 20_000) -> None:
         (self.tree / name).write_bytes(self.rng.randbytes(size))
 
-    def backup(self, repo: Repository | None = None) -> Snapshot:
+    def backup(self, repo: Repository | None = None, *, workers: int = 2) -> Snapshot:
+        """``workers=1`` stores chunks in the order of the walk, so a test can tell which share a pack."""
         repo = repo or self.fresh()
-        options = BackupOptions(workers=2, compression_level=1)
+        options = BackupOptions(workers=workers, compression_level=1)
         snapshot = backup(repo, self.source, options, SilentProgress(), replicas=self.replicas).snapshot
         self.expected[snapshot.id] = {p.name: p.read_bytes() for p in self.tree.iterdir()}
         return snapshot
@@ -81,7 +82,7 @@ class World:
     def prune(self, repack: RepackOptions | None = None) -> PruneResult:
         with Lease(self.stores, self.clock) as lease:
             return prune(
-                self.fresh(), self.stores, lease, now=self.clock(), margin=MARGIN, repack=repack or RepackOptions()
+                self.fresh(), self.stores, lease, clock=self.clock, margin=MARGIN, repack=repack or RepackOptions()
             )
 
     def assert_sound(self) -> None:

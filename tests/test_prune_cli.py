@@ -40,7 +40,7 @@ PRUNE = "[prune]\nsafety_margin = 60\nrepack_unused = 0.05\n"
 JSON_KEYS = {
     "dry_run", "retained", "forgotten", "garbage", "kept_locked", "kept_in_use", "index_written", "superseded",
     "reindexed", "completed", "repacked", "repack_written", "repack_bytes", "repack_locked", "repack_archived",
-    "repack_deferred", "deleted", "deleted_bytes",
+    "repack_deferred", "repack_damaged", "deleted", "deleted_bytes",
 }  # fmt: skip
 
 Contents = dict[str, bytes]
@@ -132,6 +132,14 @@ def needed_packs(root: Path, target: str) -> set[str]:
 
 def change(data: Path, rng: random.Random, n: int) -> None:
     (data / "changing.bin").write_bytes(rng.randbytes(rng.randrange(200_000, 700_000)) + bytes([n % 256]))
+
+
+def with_a_pack_to_repack(tool: CLI, root: Path) -> None:
+    """Make sure make_garbage leaves a pack to repack.  With one worker, chunks are packed in the
+    order of the walk: a small file walked first shares the first pack with the first, forgotten,
+    version of changing.bin."""
+    tool.write_config(prune_config(root, keep_last=2).replace("[repository]\n", "[repository]\nworkers = 1\n", 1))
+    (root / "data" / "a-small-file").write_bytes(random.Random(SEED).randbytes(2_000))
 
 
 def make_garbage(tool: CLI, root: Path, rng: random.Random) -> tuple[dict[str, Contents], set[str]]:
@@ -334,6 +342,27 @@ def test_prune_needs_every_target(cli: CLI, tmp_path: Path, min_targets: int | N
     assert {p.rsplit("/", 1)[-1] for p in before} - packs(tmp_path / "near"), "no pack was pruned"
 
 
+def test_a_pack_damaged_everywhere_fails_prune_after_the_rest_is_done(cli: CLI, tmp_path: Path) -> None:
+    with_a_pack_to_repack(cli, tmp_path)
+    _, forgotten = make_garbage(cli, tmp_path, random.Random(SEED + 5))
+    assert forgotten
+    for target in TARGETS:  # every data pack on both targets, one byte flipped
+        for path in (tmp_path / target / Kind.DATA.value).rglob("*"):
+            if path.is_file():
+                path.chmod(0o644)
+                data = bytearray(path.read_bytes())
+                data[len(data) // 2] ^= 1
+                path.write_bytes(data)
+    age(tmp_path)  # a local target's creation time is the file's mtime, which the rewrite moved
+    done = cli("prune", "--json")
+    message = done.stderr.decode().strip().splitlines()[-1]
+    assert done.returncode == 13, (done.stdout, done.stderr)
+    assert message.startswith("coldvault: ") and "could not be repacked, damaged on every target (data/" in message
+    assert message.endswith("run 'coldvault check --read-data' and 'coldvault scrub'"), message
+    doc = json.loads(done.stdout)  # what was done is still reported
+    assert doc["repack_damaged"] and not doc["repack_written"] and doc["deleted_bytes"] > 0
+
+
 def test_dry_run_deletes_nothing(cli: CLI, tmp_path: Path) -> None:
     _, forgotten = make_garbage(cli, tmp_path, random.Random(SEED + 3))
     assert len(forgotten) == 2
@@ -358,6 +387,7 @@ def test_dry_run_deletes_nothing(cli: CLI, tmp_path: Path) -> None:
 
 
 def test_json_has_the_documented_shape(cli: CLI, tmp_path: Path) -> None:
+    with_a_pack_to_repack(cli, tmp_path)
     _, forgotten = make_garbage(cli, tmp_path, random.Random(SEED + 4))
     assert len(forgotten) == 2
     planned = cli("prune", "--dry-run").stdout.decode()

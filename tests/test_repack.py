@@ -5,6 +5,7 @@ its own through every interruption."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from prune_world import LOCK_DAYS, MARGIN, World
 
 from coldvault.engine.backup import ADOPT_WINDOW
 from coldvault.engine.holdings import Holdings
+from coldvault.engine.lease import Lease
 from coldvault.engine.locks import References
 from coldvault.engine.prune import RepackOptions, prune
 from coldvault.engine.repack import Repack, mostly_garbage
@@ -22,6 +24,7 @@ from coldvault.repo.blob import BlobKind
 from coldvault.repo.index import PackRecord
 from coldvault.repo.pack import PackEntry
 from coldvault.repo.repository import PACK_KINDS, IndexObject
+from coldvault.repo.session import RUNNING, SessionMarker
 from coldvault.storage.forwarding import ForwardingStore
 from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.memory import MemoryStore
@@ -42,19 +45,36 @@ class RefusesPuts(ForwardingStore):
         return super().put(handle, data, mode=mode, **kwargs)  # type: ignore[arg-type]
 
 
+class BeforeFirstPut(ForwardingStore):
+    """Runs ``event`` once, just before the first pack is stored: something happening while prune
+    repacks (a fake store around the real one, not a mock)."""
+
+    def __init__(self, inner: Store, event: Callable[[], None]) -> None:
+        super().__init__(inner)
+        self.event: Callable[[], None] | None = event
+
+    def put(self, handle: Handle, data: BytesLike, *, mode: PutMode = PutMode.CREATE, **kwargs: object) -> ObjectInfo:
+        if handle.kind in (Kind.DATA, Kind.TREE) and self.event is not None:
+            event, self.event = self.event, None
+            event()
+        return super().put(handle, data, mode=mode, **kwargs)  # type: ignore[arg-type]
+
+
 @pytest.fixture
 def world(tmp_path: Path) -> World:
     return World(tmp_path)
 
 
 def make_mostly_garbage(world: World) -> list[Repack]:
-    """A large file and a small one backed up together, then the large one deleted and the first
-    snapshot forgotten: the pack holding the small file is mostly the large one's garbage."""
-    world.write("drop", 30_000)
-    world.write("keep", 1_000)
-    first = world.backup()
+    """A small file backed up between two large ones, then the large ones deleted and the first
+    snapshot forgotten: the pack holding the small file is mostly the large ones' garbage."""
+    world.write("a-drop", 30_000)
+    world.write("b-keep", 1_000)
+    world.write("c-drop", 30_000)
+    first = world.backup(workers=1)  # one worker: chunks packed in the order of the walk
     world.clock.advance(days=1)
-    (world.tree / "drop").unlink()
+    (world.tree / "a-drop").unlink()
+    (world.tree / "c-drop").unlink()
     second = world.backup()
     world.forget(Policy(last=1))
     repo = world.fresh()
@@ -192,7 +212,7 @@ def test_dry_run_and_limits(world: World) -> None:
     world.clock.advance(days=LOCK_DAYS + 2)
     before = [pack_names(world, n) for n in (0, 1)]
 
-    dry = prune(world.fresh(), world.stores, None, now=world.clock(), margin=MARGIN, dry_run=True)
+    dry = prune(world.fresh(), world.stores, None, clock=world.clock, margin=MARGIN, dry_run=True)
     assert dry.repacked == len(candidates) and not dry.repack_written
     would_drop = {str(Handle(PACK_KINDS[r.old.kind], r.old.name)) for r in candidates}
     assert would_drop <= set(dry.deleted["a"])  # as a real run would
@@ -206,3 +226,61 @@ def test_dry_run_and_limits(world: World) -> None:
     world.clock.advance(hours=2)
     assert world.prune().repacked == len(candidates)
     world.assert_sound()
+
+
+def test_a_backup_that_starts_while_prune_repacks_keeps_the_old_pack(world: World) -> None:
+    """It read the index before the new one was stored, so it may deduplicate against the old
+    pack: prune lists the sessions again once the new index is everywhere, and counts from then."""
+    candidates = make_mostly_garbage(world)
+    world.clock.advance(days=LOCK_DAYS + 2)
+
+    def backup_starts() -> None:
+        world.clock.advance(hours=2)  # a long repack: longer than the margin
+        world.fresh().write_session_marker(SessionMarker("2" * 32, "other", 1, world.clock(), RUNNING))
+
+    world.stores[0] = BeforeFirstPut(world.stores[0], backup_starts)
+    result = world.prune()
+    assert result.repacked == len(candidates) and result.kept_in_use >= len(candidates)
+    assert all({r.old.name for r in candidates} <= pack_names(world, n) for n in (0, 1))
+    world.assert_sound()
+
+
+def test_a_prune_whose_lease_was_taken_over_while_it_repacked_stops_before_its_index(world: World) -> None:
+    candidates = make_mostly_garbage(world)
+    world.clock.advance(days=LOCK_DAYS + 2)
+    index_before = world.objects(Kind.INDEX)
+
+    def lease_lapses_and_is_taken() -> None:
+        world.clock.advance(minutes=31)
+        Lease(world.stores, world.clock).__enter__()  # a second prune, never released
+
+    world.stores[0] = BeforeFirstPut(world.stores[0], lease_lapses_and_is_taken)
+    with pytest.raises(RepositoryError, match="another prune took over the lease"):
+        world.prune()
+    assert world.objects(Kind.INDEX) == index_before
+    assert all({r.old.name for r in candidates} <= pack_names(world, n) for n in (0, 1))
+    world.assert_sound()
+
+
+def test_a_damaged_pack_is_left_as_it_is_and_named(world: World) -> None:
+    """Damaged on every target, its garbage can neither be repacked nor checked away: prune
+    leaves it, does the rest, and says which pack; no run stores copies it cannot index."""
+    candidates = make_mostly_garbage(world)
+    world.clock.advance(days=LOCK_DAYS + 2)
+    damaged = candidates[0].old
+    handle = Handle(PACK_KINDS[damaged.kind], damaged.name)
+    for store in world.raw:  # its lock has ended: rewrite it with one byte flipped
+        data = bytearray(store.get(handle))
+        data[len(data) // 2] ^= 1
+        store.delete(handle)
+        store.put(handle, bytes(data))
+    world.clock.advance(hours=2)  # past the margin since that rewrite
+    packs_before = [pack_names(world, n) for n in (0, 1)]
+    for others in (len(candidates) - 1, 0):  # the rest are repacked at the first run
+        result = world.prune()
+        assert len(result.repack_damaged) == 1 and result.repack_damaged[0].startswith(str(handle))
+        assert result.repacked == others
+        world.clock.advance(hours=2)
+    assert handle.name in pack_names(world, 0) & pack_names(world, 1)
+    if len(candidates) == 1:  # nothing else to repack: no pack stored, garbage pruned as usual
+        assert all(pack_names(world, n) < packs_before[n] for n in (0, 1))

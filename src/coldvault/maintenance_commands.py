@@ -14,7 +14,7 @@ from coldvault.clock import system_clock
 from coldvault.commands import emit_json
 from coldvault.engine.lease import Lease
 from coldvault.engine.locks import LockPolicy, References, TargetLocks, maintain_target
-from coldvault.engine.prune import RepackOptions, prune
+from coldvault.engine.prune import PruneResult, RepackOptions, prune
 from coldvault.engine.retention import Group, plan
 from coldvault.errors import EXIT_OK, ColdvaultError, IntegrityError, TargetError
 from coldvault.session import Session
@@ -115,16 +115,16 @@ def cmd_prune(args: argparse.Namespace, session: Session) -> int:
             raise TargetError(f"prune needs every target, and {exc}; run it again once the target is back") from None
     repo = session.unlock(replicas, cached=False)
     report = status_line(quiet=args.quiet or args.json)
-    now = datetime.now(UTC)
     prune_config = session.config.prune
     with contextlib.nullcontext(None) if args.dry_run else Lease(replicas.stores, system_clock) as lease:
         result = prune(
-            repo, replicas.stores, lease, now=now, margin=timedelta(seconds=prune_config.safety_margin),
+            repo, replicas.stores, lease, clock=system_clock, margin=timedelta(seconds=prune_config.safety_margin),
             repack=RepackOptions(prune_config.repack_unused, prune_config.repack_limit),
             dry_run=args.dry_run, report=report,
         )  # fmt: skip
     if args.json:
         emit_json(dict(vars(result), dry_run=args.dry_run))
+        _refuse_damage(result)
         return EXIT_OK
     verb = "would delete" if args.dry_run else "deleted"
     print(
@@ -147,7 +147,17 @@ def cmd_prune(args: argparse.Namespace, session: Session) -> int:
         paths = result.deleted.get(target.name, [])
         print(f"{target.name}: {verb} {len(paths)} objects")
     print(f"{verb} {format_size(result.deleted_bytes)} in all")
+    _refuse_damage(result)
     return EXIT_OK
+
+
+def _refuse_damage(result: PruneResult) -> None:
+    """The run did what it safely could; damage found on the way still fails it, naming the pack."""
+    if result.repack_damaged:
+        raise IntegrityError(
+            f"{len(result.repack_damaged)} packs could not be repacked, damaged on every target"
+            f" ({result.repack_damaged[0]}); run 'coldvault check --read-data' and 'coldvault scrub'"
+        )
 
 
 def _locks_line(r: TargetLocks, dry_run: bool) -> str:

@@ -27,6 +27,14 @@ class Holdings:
             store.name: {info.handle: info for kind in LISTED for info in store.list(kind)} for store in stores
         }
 
+    def relist(self, stores: Iterable[Store], kind: Kind) -> None:
+        """List one kind again on every target."""
+        for store in stores:
+            listing = self.by_target[store.name]
+            for handle in [h for h in listing if h.kind is kind]:
+                del listing[handle]
+            listing.update((info.handle, info) for info in store.list(kind))
+
     def everywhere(self, kind: Kind) -> set[Handle]:
         """What some target holds, of one kind."""
         return {h for listing in self.by_target.values() for h in listing if h.kind is kind}

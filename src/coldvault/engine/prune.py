@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from coldvault.clock import Clock
 from coldvault.engine.backup import ADOPT_WINDOW
 from coldvault.engine.holdings import Holdings
 from coldvault.engine.lease import Lease
@@ -67,6 +68,7 @@ class PruneResult:
     repack_locked: int = 0  # mostly garbage, but still locked on some target
     repack_archived: int = 0  # mostly garbage, but every copy is in archive storage
     repack_deferred: int = 0  # mostly garbage, beyond this run's repack limit
+    repack_damaged: list[str] = field(default_factory=list)  # old packs that failed verification everywhere
     deleted: dict[str, list[str]] = field(default_factory=dict)  # target → paths
     kept_locked: int = 0  # garbage whose lock has not ended yet (on some target)
     kept_in_use: int = 0  # garbage a running backup may still reference
@@ -78,13 +80,14 @@ def prune(
     stores: list[Store],
     lease: Lease | None,
     *,
-    now: datetime,
+    clock: Clock,
     margin: timedelta,
     repack: RepackOptions = RepackOptions(),
     dry_run: bool = False,
     report: Callable[[str], None] = lambda _: None,
 ) -> PruneResult:
     """``repo`` reads the union of ``stores`` without a cache; ``lease`` is held (a dry run needs none)."""
+    now = clock()
     result = PruneResult()
     report("listing every target")
     holdings = Holdings(stores)
@@ -121,7 +124,7 @@ def prune(
     superseded_before = {name for o in objects for name in o.supersedes}
     live = [o for o in objects if o.name not in superseded_before]
     repacks = _choose_repacks(stores, holdings, live, chunks, garbage, young, repack, now, result)
-    new_packs = _store_repacks(repo, stores, holdings, repacks, lease, now, dry_run, result, report)
+    repacks, new_packs = _store_repacks(repo, stores, holdings, repacks, lease, now, dry_run, result, report)
     leaving = garbage | {_handle(r.old) for r in repacks}
     replaced = [o for o in live if any(_handle(r) in leaving for r in o.records) and not young(_index(o.name))]
     index = repo.index
@@ -143,10 +146,13 @@ def prune(
         result.index_written, result.superseded, result.reindexed = handle.name, len(replaced), len(lost)
         if not dry_run:
             report(f"storing index {handle.name[:12]} on every target")
+            if lease is not None:
+                lease.renew()  # stops here if another prune took the lease over during a long repack
         _store_everywhere(stores, holdings, handle, data, now, dry_run)
         objects = [*objects, IndexObject(handle.name, list(kept.values()), [o.name for o in replaced])]
+        stored_at = clock()  # after it is everywhere: a backup starting before then may have read the old index
         for o in replaced:
-            superseder_created[o.name] = now
+            superseder_created[o.name] = stored_at
     if dry_run:
         needed -= {_handle(r.old) for r in repacks}  # their chunks would be in the new packs
     else:
@@ -170,33 +176,36 @@ def prune(
             return None if stored is None else stored + ADOPT_WINDOW
         return max(superseder_created.get(name, now) for name in names)
 
+    # Sessions listed afresh: a backup may have started while this prune repacked.
+    holdings.relist(stores, Kind.SESSION)
     sessions = _sessions(repo, holdings)
     first_session = _first_counted_session(sessions, now=now, margin=margin)
     report("checking locks" + (" (dry run)" if dry_run else ""))
     if lease is not None:
         lease.renew()
+    later = clock()
     doomed = []
     for handle in sorted(leaving - needed, key=str):
         left = left_index(handle)
-        if left is None or (first_session is not None and left + margin >= first_session) or left > now:
+        if left is None or (first_session is not None and left + margin >= first_session) or left > later:
             result.kept_in_use += 1
         else:
             doomed.append(handle)
-    superseded_now = superseded_before | {o.name for o in replaced}
-    retired_index = [
+    retired_index = [  # superseded at an earlier run than this one
         _index(name)
-        for name in sorted(superseded_now)
-        if (first_session is None or superseder_created.get(name, now) + margin < first_session)
-        and superseder_created.get(name, now) < now
+        for name in sorted(superseded_before)
+        if (left := superseder_created.get(name)) is not None
+        and left < now
+        and (first_session is None or left + margin < first_session)
     ]
     forgotten_manifests = [Handle(Kind.SNAPSHOT, name) for name in sorted(manifests & forgotten)]
-    _delete(stores, holdings, doomed, now, dry_run, result, counts_locked=True)
-    _delete(stores, holdings, _safe_index_objects(retired_index, objects, needed, holdings), now, dry_run, result)
-    _delete(stores, holdings, forgotten_manifests, now, dry_run, result)
+    _delete(stores, holdings, doomed, later, dry_run, result, counts_locked=True)
+    _delete(stores, holdings, _safe_index_objects(retired_index, objects, needed, holdings), later, dry_run, result)
+    _delete(stores, holdings, forgotten_manifests, later, dry_run, result)
     remaining = {n for n in manifests if not _gone(Handle(Kind.SNAPSHOT, n), result, holdings)}
     records = [Handle(Kind.FORGET, r.id) for r in forget_records if not set(r.snapshots) & remaining]
-    _delete(stores, holdings, sorted(records, key=str), now, dry_run, result)
-    _delete(stores, holdings, _dead_session_markers(sessions, now=now, margin=margin), now, dry_run, result)
+    _delete(stores, holdings, sorted(records, key=str), later, dry_run, result)
+    _delete(stores, holdings, _dead_session_markers(sessions, now=now, margin=margin), later, dry_run, result)
     return result
 
 
@@ -276,10 +285,10 @@ def _choose_repacks(
         copies = [listing[handle] for listing in holdings.by_target.values() if handle in listing]
         if all(info.archived for info in copies):
             result.repack_archived += 1
+        elif candidate.old.length > budget:  # before asking for its locks: a request per target
+            result.repack_deferred += 1
         elif _locked_somewhere(stores, holdings, handle, now):
             result.repack_locked += 1
-        elif candidate.old.length > budget:
-            result.repack_deferred += 1
         else:
             budget -= candidate.old.length
             chosen.append(candidate)
@@ -310,21 +319,27 @@ def _store_repacks(
     dry_run: bool,
     result: PruneResult,
     report: Callable[[str], None],
-) -> list[PackRecord]:
-    """Copy the needed blobs of ``repacks`` into new packs stored on every target; a dry run only counts."""
-    result.repacked = len(repacks)
-    result.repack_bytes = sum(e.length for r in repacks for e in r.keep)
+) -> tuple[list[Repack], list[PackRecord]]:
+    """Copy the needed blobs of ``repacks`` into new packs stored on every target; a dry run only counts.
+    Returns the repacks done (a damaged old pack is left as it is) and the new packs."""
     if dry_run or not repacks:
-        return []
+        result.repacked = len(repacks)
+        result.repack_bytes = sum(e.length for r in repacks for e in r.keep)
+        return repacks, []
     report(f"repacking {len(repacks)} packs")
+    damaged: list[tuple[Repack, str]] = []
     records = []
-    for data, record in rewrite(repo, repacks):
+    between = lease.keep_alive if lease is not None else lambda: None
+    for data, record in rewrite(repo, repacks, damaged=damaged, between=between):
         _store_everywhere(stores, holdings, _handle(record), data, now, dry_run)
         records.append(record)
         result.repack_written.append(record.name)
-        if lease is not None:
-            lease.keep_alive()
-    return records
+        result.repack_bytes += sum(e.length for e in record.entries)
+    result.repack_damaged = [f"{_handle(r.old)}: {reason}" for r, reason in damaged]
+    skipped = {r.old.name for r, _ in damaged}
+    done = [r for r in repacks if r.old.name not in skipped]
+    result.repacked = len(done)
+    return done, records
 
 
 def _store_everywhere(

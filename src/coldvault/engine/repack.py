@@ -10,11 +10,12 @@ and is bound to its chunk id, not to its pack, so a copy is as good as the origi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from coldvault.engine.check import read_pack
 from coldvault.engine.locks import Chunk
+from coldvault.errors import IntegrityError
 from coldvault.repo.blob import BlobKind
 from coldvault.repo.index import PackRecord
 from coldvault.repo.pack import PackBuilder, PackEntry
@@ -49,17 +50,35 @@ def mostly_garbage(packs: Iterable[PackRecord], needed: set[Chunk], threshold: f
     return sorted(found, key=lambda r: (-r.unused, r.old.name))
 
 
-def rewrite(repo: Repository, repacks: Iterable[Repack]) -> Iterator[tuple[bytes, PackRecord]]:
-    """New packs (bytes, record) holding every kept blob, each pack no bigger than the format's
-    pack size allows.  Each old pack is read whole and verified first (its name, header and every
-    blob, as ``check --read-data`` does): a damaged pack stops the repack before anything is copied
-    from it."""
+def rewrite(
+    repo: Repository,
+    repacks: Iterable[Repack],
+    *,
+    damaged: list[tuple[Repack, str]],
+    between: Callable[[], None] = lambda: None,
+) -> Iterator[tuple[bytes, PackRecord]]:
+    """New packs (bytes, record) holding every kept blob once, each about the format's pack size.
+
+    Each old pack is read whole and verified first (its name, header and every blob, as
+    ``check --read-data`` does).  One that fails on every target is left as it is and appended to
+    ``damaged`` with the reason: nothing is copied from it, so it stays where the index says.
+    ``between`` is called after each old pack (prune renews its lease there)."""
     repacks = list(repacks)
+    copied: set[tuple[BlobKind, bytes]] = set()  # a chunk two old packs hold goes into one new pack
     for kind in BlobKind:
         builder = PackBuilder(kind)
         for repack in (r for r in repacks if r.old.kind is kind):
-            data = read_pack(repo, repack.old)
+            try:
+                data = read_pack(repo, repack.old)
+            except IntegrityError as exc:
+                damaged.append((repack, str(exc)))
+                continue
+            finally:
+                between()
             for entry in sorted(repack.keep, key=lambda e: e.offset):  # keep the old order: files read in sequence
+                if (kind, entry.chunk_id) in copied:
+                    continue
+                copied.add((kind, entry.chunk_id))
                 builder.add(entry.chunk_id, data[entry.offset : entry.offset + entry.length], entry.raw_length)
                 if builder.size >= repo.format.pack_size:
                     yield _finish(repo, builder)
