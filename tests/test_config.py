@@ -21,6 +21,10 @@ TARGET = '[[targets]]\nname = "t"\ntype = "local"\npath = "/srv/backup"\n'
         ('[[sources]]\nname = "bad name"\npaths = ["/a"]\n', "sources[1]"),
         ("[repository.format]\nchunk_avg_size = 128\nchunk_min_size = 64\nchunk_max_size = 512\n", "at least 256"),
         ('[[targets]]\nname = "t"\ntype = "local"\npath = "/x"\n', "unique"),
+        ("[prune]\nrepack_unused = 0\n", "prune.repack_unused"),
+        ("[prune]\nrepack_unused = 1.5\n", "prune.repack_unused"),
+        ('[prune]\nrepack_limit = "lots"\n', "prune.repack_limit"),
+        ("[prune]\nsafety_margin = 5\n", "prune.safety_margin"),
     ],
 )
 def test_mistakes_are_one_line_naming_the_key(extra: str, needle: str) -> None:
