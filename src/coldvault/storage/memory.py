@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from coldvault.clock import Clock, system_clock
 from coldvault.errors import AlreadyExists, Archived, Locked, NotFound
+from coldvault.storage.cloud import lengthened
 from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.protocol import BytesLike, Capabilities, ObjectInfo, PutMode
 
@@ -105,9 +106,9 @@ class MemoryStore:
             entry = self._objects.get(handle)
             if entry is None:
                 raise NotFound(f"{self._name}: {handle} does not exist")
-            current = entry.info.retain_until
-            if current is None or until > current:
-                entry.info = replace(entry.info, retain_until=until, lock_mode=entry.info.lock_mode or "compliance")
+            wanted = lengthened(entry.info, until, "compliance")
+            if wanted is not None:
+                entry.info = wanted
             return entry.info
 
     def warmup(self, handles: Iterable[Handle]) -> None:
