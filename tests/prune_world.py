@@ -81,9 +81,9 @@ class World:
 
     def prune(self, repack: RepackOptions | None = None) -> PruneResult:
         with Lease(self.stores, self.clock) as lease:
-            return prune(
-                self.fresh(), self.stores, lease, clock=self.clock, margin=MARGIN, repack=repack or RepackOptions()
-            )
+            replicas = Replicas(self.stores)  # the stores as the test has them now, wrappers included
+            repack = repack or RepackOptions()
+            return prune(self.fresh(), replicas, lease, clock=self.clock, margin=MARGIN, repack=repack)
 
     def assert_sound(self) -> None:
         """check passes, and every retained snapshot restores to what was backed up, from each target."""

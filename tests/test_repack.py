@@ -18,6 +18,7 @@ from coldvault.engine.lease import Lease
 from coldvault.engine.locks import References
 from coldvault.engine.prune import RepackOptions, prune
 from coldvault.engine.repack import Repack, mostly_garbage
+from coldvault.engine.replicas import Replicas
 from coldvault.engine.retention import Policy
 from coldvault.errors import RepositoryError, TargetError
 from coldvault.repo.blob import BlobKind
@@ -212,7 +213,7 @@ def test_dry_run_and_limits(world: World) -> None:
     world.clock.advance(days=LOCK_DAYS + 2)
     before = [pack_names(world, n) for n in (0, 1)]
 
-    dry = prune(world.fresh(), world.stores, None, clock=world.clock, margin=MARGIN, dry_run=True)
+    dry = prune(world.fresh(), Replicas(world.stores), None, clock=world.clock, margin=MARGIN, dry_run=True)
     assert dry.repacked == len(candidates) and not dry.repack_written
     would_drop = {str(Handle(PACK_KINDS[r.old.kind], r.old.name)) for r in candidates}
     assert would_drop <= set(dry.deleted["a"])  # as a real run would

@@ -118,7 +118,7 @@ def cmd_prune(args: argparse.Namespace, session: Session) -> int:
     prune_config = session.config.prune
     with contextlib.nullcontext(None) if args.dry_run else Lease(replicas.stores, system_clock) as lease:
         result = prune(
-            repo, replicas.stores, lease, clock=system_clock, margin=timedelta(seconds=prune_config.safety_margin),
+            repo, replicas, lease, clock=system_clock, margin=timedelta(seconds=prune_config.safety_margin),
             repack=RepackOptions(prune_config.repack_unused, prune_config.repack_limit),
             dry_run=args.dry_run, report=report,
         )  # fmt: skip

@@ -35,13 +35,14 @@ from coldvault.engine.holdings import Holdings
 from coldvault.engine.lease import Lease
 from coldvault.engine.locks import Chunk, References, packs_holding
 from coldvault.engine.repack import Repack, mostly_garbage, rewrite
+from coldvault.engine.replicas import Replicas
 from coldvault.engine.sessions import TTL as SESSION_TTL
 from coldvault.errors import AlreadyExists, ColdvaultError, IntegrityError, NotFound, RepositoryError
 from coldvault.repo.index import PackRecord
 from coldvault.repo.manifest import Snapshot
 from coldvault.repo.repository import PACK_KINDS, IndexObject, Repository, build_index
 from coldvault.repo.session import DONE
-from coldvault.storage.handle import Handle, Kind, verify_object
+from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.protocol import Store
 
 _RETAINED = "a retained snapshot"
@@ -77,7 +78,7 @@ class PruneResult:
 
 def prune(
     repo: Repository,
-    stores: list[Store],
+    replicas: Replicas,
     lease: Lease | None,
     *,
     clock: Clock,
@@ -86,7 +87,8 @@ def prune(
     dry_run: bool = False,
     report: Callable[[str], None] = lambda _: None,
 ) -> PruneResult:
-    """``repo`` reads the union of ``stores`` without a cache; ``lease`` is held (a dry run needs none)."""
+    """``repo`` reads the union of ``replicas`` without a cache; ``lease`` is held (a dry run needs none)."""
+    stores = replicas.stores
     now = clock()
     result = PruneResult()
     report("listing every target")
@@ -111,7 +113,7 @@ def prune(
     # Young objects on some targets only are a backup storing them target by target, not a lag.
     manifests_needed = {Handle(Kind.SNAPSHOT, s.id) for s in retained}
     _require_complete(holdings, {h for h in placed | manifests_needed if not young(h)})
-    result.completed = _complete_interrupted(repo, stores, holdings, objects, now=now, dry_run=dry_run)
+    result.completed = _complete_interrupted(replicas, holdings, objects, now=now, dry_run=dry_run)
     needed = placed | holdings.needed(objects, needs.held)
 
     packs = holdings.everywhere(Kind.DATA) | holdings.everywhere(Kind.TREE)
@@ -229,13 +231,7 @@ class _Needs:
 
 
 def _complete_interrupted(
-    repo: Repository,
-    stores: list[Store],
-    holdings: Holdings,
-    objects: list[IndexObject],
-    *,
-    now: datetime,
-    dry_run: bool,
+    replicas: Replicas, holdings: Holdings, objects: list[IndexObject], *, now: datetime, dry_run: bool
 ) -> int:
     """Store each live superseding index object on the targets an interrupted prune did not reach,
     where the target holds every pack it lists.  Returns how many copies were (dry: would be) stored."""
@@ -245,15 +241,12 @@ def _complete_interrupted(
         handle = _index(o.name)
         if not o.supersedes or o.name in superseded:
             continue
-        for store in stores:
+        for store in replicas.stores:
             listing = holdings.by_target[store.name]
             if handle in listing or any(_handle(r) not in listing for r in o.records):
                 continue
-            data = b"" if dry_run else repo.store.get(handle)
-            if not dry_run:
-                verify_object(o.name, data, str(handle))
-                _put(store, handle, data)
-            holdings.stored(store.name, handle, len(data), now)
+            size = 0 if dry_run else replicas.copy(handle, store)
+            holdings.stored(store.name, handle, size, now)
             completed += 1
     return completed
 
