@@ -181,6 +181,8 @@ class Tool:
 class Coldvault(Tool):
     name = "coldvault"
 
+    compression_level = None  # coldvault's default unless --coldvault-level is given
+
     def __init__(self, work, data_dir):
         super().__init__(work, data_dir)
         self.state_dir = work / "coldvault-state"
@@ -202,12 +204,21 @@ class Coldvault(Tool):
     def prepare(self):
         super().prepare()
         self.config.write_text(self._config_text())
+        # A wheel install byte-compiles the package; the editable one here does not, and where
+        # PYTHONDONTWRITEBYTECODE is set every command would compile ~75 modules (~0.1 s) first.
+        run_command(
+            [str(VENV_BIN / "python"), "-m", "compileall", "-q", str(REPO_ROOT / "src" / "coldvault")],
+            env=dict(os.environ),
+            log_base=self.work / "logs" / "compileall",
+        )
 
     def _config_text(self):
         # A JSON string is also a valid TOML basic string, escapes included.
         quote = json.dumps
         return (
-            f"[repository]\nstate_dir = {quote(str(self.state_dir))}\n\n"
+            f"[repository]\nstate_dir = {quote(str(self.state_dir))}\n"
+            + (f"compression_level = {self.compression_level}\n" if self.compression_level else "")
+            + "\n"
             f'[[targets]]\nname = "bench"\ntype = "local"\npath = {quote(str(self.repo))}\n\n'
             f'[[sources]]\nname = "bench"\npaths = [{quote(str(self.data_dir))}]\n'
         )
@@ -613,6 +624,7 @@ def parse_args(argv):
     parser.add_argument("--work", type=Path, default=BENCH_DIR / "out", help="working directory (default bench/out)")
     parser.add_argument("--repeat", type=int, default=1, help="repetitions; medians are reported (default 1)")
     parser.add_argument("--tools", default=",".join(ALL_TOOLS), help="comma-separated subset of " + ",".join(ALL_TOOLS))
+    parser.add_argument("--coldvault-level", type=int, help="coldvault's zstd level (default: its own default, 3)")
     args = parser.parse_args(argv)
     args.tools = [name.strip() for name in args.tools.split(",") if name.strip()]
     unknown = sorted(set(args.tools) - set(ALL_TOOLS))
@@ -640,6 +652,7 @@ def main(argv=None):
     work = args.work.resolve()
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    Coldvault.compression_level = args.coldvault_level
     tools = available_tools(args.tools, work, work / "data")
     if not tools:
         print("no tool to benchmark")
@@ -672,7 +685,13 @@ def main(argv=None):
         json.dumps(
             {
                 "machine": machine,
-                "settings": {"size_mib": args.size_mib, "repeat": args.repeat, "seed": SEED, "warm_cache": True},
+                "settings": {
+                    "size_mib": args.size_mib,
+                    "repeat": args.repeat,
+                    "seed": SEED,
+                    "warm_cache": True,
+                    "coldvault_level": args.coldvault_level,
+                },
                 "medians": summary,
                 "runs": runs,
             },
