@@ -5,6 +5,11 @@ hard-links it to its final name.  link(2) fails when the name exists, which make
 create-only atomic without a check-then-act race; rename(2) would silently
 replace.  The folder is fsynced afterwards so the new name survives power loss.
 Stored files are made read-only (0444) as a guard against accidents.
+
+Packs are written and read with direct I/O where the filesystem allows it
+(storage.direct_io): they are written once and read rarely, so caching them would
+only evict the host's own working set, and verification would read the cache
+instead of the device.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from coldvault.errors import AlreadyExists, NotFound, PermissionDenied, TargetError
+from coldvault.storage.direct_io import DirectFiles
 from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.protocol import BytesLike, Capabilities, ObjectInfo, PutMode
 
@@ -27,6 +33,7 @@ class LocalStore:
     def __init__(self, root: Path, *, name: str = "local") -> None:
         self._root = Path(root)
         self._name = name
+        self._files = DirectFiles()
 
     @property
     def name(self) -> str:
@@ -51,12 +58,8 @@ class LocalStore:
         with self._errors(handle, writing=True):
             _make_folders(final.parent)
             tmp = final.parent / f"{_TMP_PREFIX}{secrets.token_hex(8)}"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
             try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
+                self._files.write_new(tmp, data, 0o444, direct=handle.kind.fans_out)
                 if mode is PutMode.CREATE:
                     os.link(tmp, final)
                 else:
@@ -68,10 +71,8 @@ class LocalStore:
         return ObjectInfo(handle, len(data), created=created)
 
     def get(self, handle: Handle, *, offset: int = 0, length: int | None = None) -> bytes:
-        with self._errors(handle), open(self._root / handle.path, "rb") as f:
-            if offset:
-                f.seek(offset)
-            return f.read() if length is None else f.read(length)
+        with self._errors(handle):
+            return self._files.read(self._root / handle.path, offset, length, direct=handle.kind.fans_out)
 
     def head(self, handle: Handle) -> ObjectInfo:
         with self._errors(handle):
