@@ -103,3 +103,26 @@ def test_the_reader_waits_for_consumers_when_the_pool_is_empty(tmp_path: Path) -
 def test_segments_must_be_larger_than_the_largest_chunk() -> None:
     with pytest.raises(ValueError):
         SegmentedReader(SegmentPool(2, 4096), PARAMS, wait_for_free=lambda: None)
+
+
+def test_a_file_of_known_size_is_read_without_looking_for_its_end(tmp_path: Path, monkeypatch) -> None:
+    data = random.Random(5).randbytes(30_000)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    reads = []
+    real_readv = os.readv
+    monkeypatch.setattr(os, "readv", lambda fd, buffers: reads.append(1) or real_readv(fd, buffers))
+    pool = SegmentPool(2, 65536)
+    reader = SegmentedReader(pool, PARAMS, wait_for_free=lambda: pytest.fail("pool ran dry"))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = [bytes(view) for view, _ in reader.chunks(fd, expected_size=len(data))]
+        assert chunks == whole(data) and len(reads) == 1
+        # A file that grew past what its size said is read to its end (the backup then warns).
+        with open(path, "ab") as f:
+            f.write(b"more")
+        os.lseek(fd, 0, os.SEEK_SET)
+        grown = b"".join(bytes(view) for view, _ in reader.chunks(fd, expected_size=10))
+        assert grown == data + b"more"
+    finally:
+        os.close(fd)

@@ -146,10 +146,10 @@ class _Run:
     def add_link(self, node: Node, leader: Node) -> None:
         self.pipeline.put(leader, (_COPY, node, None))
 
-    def read(self, node: Node, fd: int) -> int:
+    def read(self, node: Node, fd: int, expected_size: int | None = None) -> int:
         """Chunk a file or pipe; hashing, sealing and packing run in the pool, ids land in ``node.chunks`` in order."""
         size = 0
-        for view, segment in self.reader.chunks(fd):
+        for view, segment in self.reader.chunks(fd, expected_size):
             self.pipeline.submit(self.writer.store, BlobKind.DATA, view, tag=(_CHUNK, node, segment))
             size += len(view)
             self.progress.advance(len(view))
@@ -357,7 +357,7 @@ def _read_file(run: _Run, node: Node, entry: Entry) -> int:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(0, "no longer a regular file")
-        size = run.read(node, fd)
+        size = run.read(node, fd, entry.stat.st_size)
         after, before = os.fstat(fd), entry.stat
         if (size, after.st_mtime_ns, after.st_ctime_ns) != (after.st_size, before.st_mtime_ns, before.st_ctime_ns):
             # The stored copy may mix old and new content: say so, and make the next backup read it again.

@@ -70,19 +70,23 @@ class SegmentedReader:
         self._segment: Segment | None = None
         self._position = 0
 
-    def chunks(self, fd: int) -> Iterator[tuple[memoryview, Segment]]:
+    def chunks(self, fd: int, expected_size: int | None = None) -> Iterator[tuple[memoryview, Segment]]:
+        """``expected_size``, where known (a regular file), ends reading once that many bytes came, without the
+        read that would find the end: a file that grew meanwhile is the caller's to notice (fstat)."""
         segment = self._current()
         start = self._position
+        remaining = expected_size if expected_size is not None else -1
         while True:
             if self._position == self._pool.size:
                 segment, start = self._next_segment(carry_from=(segment, start))
             read = os.readv(fd, [segment.view[self._position :]])
             self._position += read
-            full = self._position == self._pool.size
-            if read and not full:
+            remaining -= read
+            done = not read or remaining == 0
+            if not done and self._position < self._pool.size:
                 continue  # pipes deliver a little at a time: cut only a full segment or at the end
             pieces = [c for c in self._chunker.cut_buf(segment.view[start : self._position])]
-            if read:  # the segment is full, not the file done: the last piece may be cut short
+            if not done:  # the segment is full, not the file done: the last piece may be cut short
                 held_back = pieces.pop() if pieces else None
                 consumed = held_back.offset if held_back is not None else self._position - start
             else:
@@ -91,7 +95,7 @@ class SegmentedReader:
                 segment.pending += 1
                 yield piece.data, segment
             start += consumed
-            if not read:
+            if done:
                 return
 
     def close(self) -> None:
