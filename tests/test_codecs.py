@@ -578,3 +578,10 @@ def test_manifest_fields_of_the_wrong_shape_are_rejected(change: dict[str, objec
 def test_manifest_error_names_the_snapshot() -> None:
     with pytest.raises(IntegrityError, match="snapshot cdcdcdcdcdcd"):
         decode_snapshot(b"{}", "cd" * 32)
+
+
+def test_a_pack_takes_a_blob_only_while_it_stays_within_its_size() -> None:
+    builder = PackBuilder(BlobKind.DATA)
+    assert builder.fits(10_000, pack_size=100)  # an empty pack takes any blob, however large
+    builder.add(CID[0], os.urandom(60), raw_length=60)
+    assert builder.fits(40, pack_size=100) and not builder.fits(41, pack_size=100)

@@ -79,10 +79,10 @@ def rewrite(
                 if (kind, entry.chunk_id) in copied:
                     continue
                 copied.add((kind, entry.chunk_id))
-                builder.add(entry.chunk_id, data[entry.offset : entry.offset + entry.length], entry.raw_length)
-                if builder.size >= repo.format.pack_size:
+                if not builder.fits(entry.length, repo.format.pack_size):
                     yield _finish(repo, builder)
                     builder = PackBuilder(kind)
+                builder.add(entry.chunk_id, data[entry.offset : entry.offset + entry.length], entry.raw_length)
         if not builder.empty:
             yield _finish(repo, builder)
 

@@ -55,6 +55,11 @@ class PackBuilder:
     def empty(self) -> bool:
         return not self._entries
 
+    def fits(self, length: int, pack_size: int) -> bool:
+        """Whether a blob of ``length`` bytes keeps the pack within ``pack_size`` (an empty pack takes
+        any blob): a pack is stored before it would outgrow the size, so its buffer stays that size."""
+        return not self._entries or self._length + length <= pack_size
+
     def add(self, chunk_id: bytes, blob: bytes, raw_length: int) -> None:
         self._entries.append(PackEntry(self.kind, chunk_id, self._length, len(blob), raw_length))
         self._append(blob)

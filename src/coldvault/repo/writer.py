@@ -106,13 +106,13 @@ class BlobWriter:
         full = None
         with self._lock:
             builder = self._builders[kind]
+            if not builder.fits(len(blob), self._repo.format.pack_size):
+                full, builder = builder, self._new_builder(kind)
+                self._builders[kind] = builder
             builder.add(chunk_id, blob, raw_length)
             self.new_chunks += 1
             self.new_bytes += raw_length
             self.stored_bytes += len(blob)
-            if builder.size >= self._repo.format.pack_size:
-                full = builder
-                self._builders[kind] = self._new_builder(kind)
         if full is not None:
             self._submit(full)
 
