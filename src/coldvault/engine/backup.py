@@ -88,10 +88,23 @@ class _Listing:
         self._buffer = bytearray(data[len(data) - keep :])
 
 
-# What a pipeline result means when its turn comes: a chunk id of a file being read, the end of
-# an entry (add it to the listing), or a hard link whose content is its leader's.
-_CHUNK, _END, _COPY = "chunk", "end", "copy"
-_Tag = tuple[str, Node, Segment | None]
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """In a batch, in listing order: a chunk of the file being read (stored in the pool), or the end of
+    an entry (added to the listing when its turn comes; a hard link takes its leader's content)."""
+
+    node: Node
+    chunk: memoryview | None = None
+    segment: Segment | None = None  # the chunk's segment, returned to the pool once it is consumed
+    leader: Node | None = None
+
+
+# Chunks and the entries between them go to the pool in batches: many small files would otherwise
+# cost one hand-over each (a future, a lock, waking a thread), more than sealing a small chunk.
+# A batch is submitted once its chunks reach _BATCH_BYTES (a large chunk goes at once) or it holds
+# _BATCH_ITEMS entries (an incremental backup reads few files but lists many).
+_BATCH_BYTES = 1 << 20
+_BATCH_ITEMS = 256
 
 
 # A pack an interrupted run stored without indexing it is adopted by a later run only this long
@@ -130,8 +143,10 @@ class _Run:
         # The segment pool bounds the file data in flight; a few spare segments keep reading ahead.
         params = repo.format.chunker
         self.segments = SegmentPool(options.workers + 2, max(_SEGMENT_SIZE, 2 * params.max_size))
-        self.pipeline: OrderedPipeline[_Tag] = OrderedPipeline(self.pool, self._consume, max_items=4096)
-        self.reader = SegmentedReader(self.segments, params, self.pipeline.consume_oldest)
+        self.pipeline: OrderedPipeline[list[_Item]] = OrderedPipeline(self.pool, self._consume, max_items=1024)
+        self.reader = SegmentedReader(self.segments, params, self._wait_for_segment)
+        self.batch: list[_Item] = []
+        self.batch_bytes = 0
         self.listing = _Listing(self.writer, repo)
         self.stats = {"files": 0, "dirs": 0, "other": 0, "bytes": 0, "reused_files": 0}
 
@@ -140,39 +155,63 @@ class _Run:
         self.progress.warn(message)
 
     def add(self, node: Node) -> None:
-        """Queue an entry for the listing; it goes in after every chunk submitted before it."""
-        self.pipeline.put(None, (_END, node, None))
+        """Queue an entry for the listing; it goes in after every chunk read before it."""
+        self._queue(_Item(node))
 
     def add_link(self, node: Node, leader: Node) -> None:
-        self.pipeline.put(leader, (_COPY, node, None))
+        self._queue(_Item(node, leader=leader))
 
     def read(self, node: Node, fd: int, expected_size: int | None = None) -> int:
         """Chunk a file or pipe; hashing, sealing and packing run in the pool, ids land in ``node.chunks`` in order."""
         size = 0
         for view, segment in self.reader.chunks(fd, expected_size):
-            self.pipeline.submit(self.writer.store, BlobKind.DATA, view, tag=(_CHUNK, node, segment))
+            self.batch_bytes += len(view)
+            self._queue(_Item(node, view, segment))
             size += len(view)
             self.progress.advance(len(view))
         return size
 
-    def _consume(self, result: object, tag: _Tag) -> None:
-        action, node, segment = tag
-        if action == _CHUNK:
-            node.chunks.append(result)  # type: ignore[arg-type]
-            self.segments.chunk_consumed(segment)  # type: ignore[arg-type]
-            return
-        if action == _COPY:
-            leader: Node = result  # type: ignore[assignment]
-            node.chunks, node.size = leader.chunks, leader.size
-        self.listing.add(node)
-        if node.type == FILE:
-            self.progress.advance(0, files=1)
+    def _queue(self, item: _Item) -> None:
+        self.batch.append(item)
+        if self.batch_bytes >= _BATCH_BYTES or len(self.batch) >= _BATCH_ITEMS:
+            self._submit_batch()
+
+    def _submit_batch(self) -> None:
+        batch, self.batch, self.batch_bytes = self.batch, [], 0
+        if any(item.chunk is not None for item in batch):
+            self.pipeline.submit(self._store_chunks, batch, tag=batch)
+        elif batch:
+            self.pipeline.put([], batch)  # nothing for the pool: consumed in its turn
+
+    def _wait_for_segment(self) -> None:
+        """The segment pool is empty: finished chunks give segments back."""
+        self._submit_batch()
+        self.pipeline.consume_oldest()
+
+    def _store_chunks(self, batch: list[_Item]) -> list[bytes]:
+        """In a worker: the ids of the batch's chunks, in order."""
+        return [self.writer.store(BlobKind.DATA, item.chunk) for item in batch if item.chunk is not None]
+
+    def _consume(self, chunk_ids: object, batch: list[_Item]) -> None:
+        ids = iter(chunk_ids)  # type: ignore[call-overload]
+        for item in batch:
+            node = item.node
+            if item.chunk is not None:
+                node.chunks.append(next(ids))
+                self.segments.chunk_consumed(item.segment)  # type: ignore[arg-type]
+                continue
+            if item.leader is not None:
+                node.chunks, node.size = item.leader.chunks, item.leader.size
+            self.listing.add(node)
+            if node.type == FILE:
+                self.progress.advance(0, files=1)
 
     def _remember_pack(self, record: PackRecord) -> None:
         assert self.journal is not None
         self.journal.record_pack(record.name, encode_index([record]))
 
     def commit(self, snapshot: Snapshot) -> tuple[Snapshot, tuple[str, ...]]:
+        self._submit_batch()
         self.pipeline.drain()
         self.reader.close()
         listing = self.listing.finish()
