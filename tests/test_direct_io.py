@@ -11,7 +11,7 @@ import pytest
 from coldvault.storage import direct_io
 from coldvault.storage.direct_io import ALIGN, DirectFiles
 
-SIZES = [0, 1, ALIGN - 1, ALIGN, ALIGN + 1, (8 << 20) - 1, 8 << 20, (8 << 20) + 5, (20 << 20) + 123]
+SIZES = [0, 1, ALIGN - 1, ALIGN, ALIGN + 1, (4 << 20) - 1, 4 << 20, (4 << 20) + 5, (20 << 20) + 123]
 
 
 @pytest.mark.parametrize("size", SIZES)
