@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _tune_garbage_collector()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -188,6 +190,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+def _tune_garbage_collector() -> None:
+    """A command makes hundreds of thousands of objects that never form cycles (index entries, listing
+    entries, chunk ids), and the cyclic collector, at its default thresholds, walks all of them again
+    every few thousand allocations: a quarter of an incremental backup's time.  What the imports made
+    is frozen out of its sight and it runs about 70 times less often (the oldest generation 300 times);
+    reference counting still frees everything that is not a cycle at once."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def _target(parser: argparse.ArgumentParser) -> None:
