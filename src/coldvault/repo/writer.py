@@ -1,8 +1,11 @@
 """Deduplicate, seal, pack and upload blobs; safe to call from many worker threads.
 
-Memory stays bounded: at most ``uploads_in_flight`` finished packs wait for
-their upload, and a worker that finishes one more blocks until a slot frees.
-Pack buffers are recycled once their upload is done.
+Memory stays bounded: a pack of each kind is filling while at most
+``uploads_in_flight`` finished ones are uploaded.  The worker whose blob does not
+fit the filling pack hands that pack to the uploader, waiting for a free slot
+first, and only then starts the next pack, in the buffer a finished upload gave
+back; the other workers wait meanwhile.  So a backup holds uploads_in_flight + 1
+pack buffers of file data, never more, whatever the speed of the target.
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ class BlobWriter:
         self._level = compression_level
         self._claimed: set[tuple[BlobKind, bytes]] = set()
         self._lock = threading.Lock()
+        self._switched = threading.Condition(self._lock)  # a kind's next pack is ready to fill
         self._spare_buffers: list[bytearray] = []
-        self._builders = {kind: PackBuilder(kind) for kind in BlobKind}
+        # None while a worker hands the full pack of that kind to the uploader.
+        self._builders: dict[BlobKind, PackBuilder | None] = {kind: PackBuilder(kind) for kind in BlobKind}
         self._uploader = ThreadPoolExecutor(uploads_in_flight, thread_name_prefix="coldvault-upload")
         self._slots = threading.BoundedSemaphore(uploads_in_flight)
         self._uploads: list[Future[PackRecord]] = []
@@ -83,7 +88,7 @@ class BlobWriter:
         """Store every partial pack, wait for all uploads, and return what was stored (raising the first failure)."""
         for kind in BlobKind:
             with self._lock:
-                builder = self._builders[kind]
+                builder = self._filling(kind)
                 self._builders[kind] = self._new_builder(kind)
             if not builder.empty:
                 self._submit(builder)
@@ -103,18 +108,32 @@ class BlobWriter:
         return compressor
 
     def _add(self, kind: BlobKind, chunk_id: bytes, blob: bytes, raw_length: int) -> None:
-        full = None
-        with self._lock:
-            builder = self._builders[kind]
-            if not builder.fits(len(blob), self._repo.format.pack_size):
-                full, builder = builder, self._new_builder(kind)
-                self._builders[kind] = builder
-            builder.add(chunk_id, blob, raw_length)
-            self.new_chunks += 1
-            self.new_bytes += raw_length
-            self.stored_bytes += len(blob)
-        if full is not None:
-            self._submit(full)
+        while True:  # at most twice: a new pack takes any blob
+            with self._lock:
+                builder = self._filling(kind)
+                if builder.fits(len(blob), self._repo.format.pack_size):
+                    self._append(builder, chunk_id, blob, raw_length)
+                    return
+                self._builders[kind] = None  # this thread starts the next pack; the others wait for it
+            try:
+                self._submit(builder)
+            finally:
+                with self._lock:
+                    self._builders[kind] = self._new_builder(kind)
+                    self._switched.notify_all()
+
+    def _filling(self, kind: BlobKind) -> PackBuilder:
+        """The pack of this kind that takes blobs now; called with the lock held."""
+        while (builder := self._builders[kind]) is None:
+            self._switched.wait()
+        return builder
+
+    def _append(self, builder: PackBuilder, chunk_id: bytes, blob: bytes, raw_length: int) -> None:
+        """Called with the lock held."""
+        builder.add(chunk_id, blob, raw_length)
+        self.new_chunks += 1
+        self.new_bytes += raw_length
+        self.stored_bytes += len(blob)
 
     def _new_builder(self, kind: BlobKind) -> PackBuilder:
         """Called with the lock held."""
