@@ -21,7 +21,7 @@ import getpass
 import json
 import os
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from coldvault import __version__
@@ -267,19 +267,35 @@ class Repository:
 
     def read_blob(self, kind: BlobKind, chunk_id: bytes) -> bytes:
         """A chunk's plaintext, fetched with a range read and proven by its keyed hash."""
+        return next(self.read_blobs(kind, [(chunk_id, self.locate(kind, chunk_id))]))
+
+    def locate(self, kind: BlobKind, chunk_id: bytes) -> Location:
         location = self.index.lookup(kind, chunk_id)
         if location is None:
             raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is missing from the index; run 'coldvault check'")
-        handle = Handle(PACK_KINDS[kind], location.pack)
-        sealed = self.store.get(handle, offset=location.offset, length=location.length)
-        try:
-            return self._open_blob(kind, chunk_id, sealed, location)
-        except IntegrityError:
-            # The copy read may be damaged where another is not.  A whole object is checked against
-            # its name, and a store over several targets then takes it from one whose copy matches.
-            whole = self._get_verified(handle.kind, handle.name)
-            end = location.offset + location.length
-            return self._open_blob(kind, chunk_id, memoryview(whole)[location.offset : end], location)
+        return location
+
+    def read_blobs(self, kind: BlobKind, wanted: Sequence[tuple[bytes, Location]]) -> Iterator[bytes]:
+        """The plaintexts of chunks lying close together in one pack, in the order asked, fetched with one
+        range read (one request to a cloud) and each proven by its keyed hash."""
+        pack = wanted[0][1].pack
+        assert all(location.pack == pack for _, location in wanted), "one pack per read"
+        start = min(location.offset for _, location in wanted)
+        end = max(location.offset + location.length for _, location in wanted)
+        handle = Handle(PACK_KINDS[kind], pack)
+        data = memoryview(self.store.get(handle, offset=start, length=end - start))
+        whole: memoryview | None = None
+        for chunk_id, location in wanted:
+            at = location.offset - start
+            try:
+                yield self._open_blob(kind, chunk_id, data[at : at + location.length], location)
+            except IntegrityError:
+                # The copy read may be damaged where another is not.  A whole object is checked against
+                # its name, and a store over several targets then takes it from one whose copy matches.
+                if whole is None:
+                    whole = memoryview(self._get_verified(handle.kind, handle.name))
+                end_of_blob = location.offset + location.length
+                yield self._open_blob(kind, chunk_id, whole[location.offset : end_of_blob], location)
 
     def _open_blob(self, kind: BlobKind, chunk_id: bytes, sealed: bytes | memoryview, location: Location) -> bytes:
         plaintext = decode_blob(self.subkeys.data, kind, chunk_id, sealed, location.raw_length)
