@@ -149,9 +149,15 @@ class _OpenFile:
     dir_fd: int  # its own descriptor of the directory: the destination's cache moves on
     temp_name: bytes
     final_name: bytes
-    offset: int = 0
+    sealed: bool = False
     # The kernel serialises writers of one file by spinning on its inode lock; waiting here sleeps instead.
     write_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def seal(self) -> None:
+        """Every chunk is written: give the file its length and metadata (through its descriptor)."""
+        os.ftruncate(self.fd, self.node.size)
+        _apply_metadata(self.node, self.fd)
+        self.sealed = True
 
     def publish(self) -> None:
         os.close(self.fd)
@@ -183,11 +189,15 @@ class _Write:
 
 @dataclass
 class _Read:
-    """Chunks of one pack that one worker fetches with one range read and writes into their files, and,
-    in listing order between them, the files whose last chunk is planned (finished when it is consumed)."""
+    """Chunks of one pack that one worker fetches with one range read and writes into their files; the
+    files all of whose chunks are in this read, which that worker seals too; and, in listing order,
+    every file whose last chunk is planned here, renamed into place when the read is consumed.  Only
+    the main thread creates and renames: on a filesystem slow to create files, workers changing the
+    same directory would spin on its lock."""
 
-    steps: list[_Write | _OpenFile] = field(default_factory=list)
     writes: list[_Write] = field(default_factory=list)
+    complete: list[_OpenFile] = field(default_factory=list)
+    ends: list[_OpenFile] = field(default_factory=list)
     bytes: int = 0  # of plaintext: the weight in the pipeline
 
     def takes(self, location: Location) -> bool:
@@ -326,38 +336,47 @@ class _Restorer:
     def _plan(self, file: _OpenFile) -> None:
         """Add the file's chunks to reads (each chunk's place in the file is known up front from the
         index: workers write anywhere), then its end."""
-        offset = 0
-        for chunk_id in file.node.chunks:
+        node, offset, first_read = file.node, 0, self.read
+        for chunk_id in node.chunks:
             location = self.repo.index.lookup(BlobKind.DATA, chunk_id)
             if location is None:
                 raise IntegrityError(
-                    f"{os.fsdecode(file.node.path)}: chunk {chunk_id.hex()[:16]} is missing from the index;"
+                    f"{os.fsdecode(node.path)}: chunk {chunk_id.hex()[:16]} is missing from the index;"
                     " run 'coldvault check'"
                 )
             if not self.read.takes(location):
                 self._submit_read()
-            write = _Write(file, chunk_id, offset, location)
-            self.read.steps.append(write)
-            self.read.writes.append(write)
+            self.read.writes.append(_Write(file, chunk_id, offset, location))
             self.read.bytes += location.raw_length
-            offset += location.raw_length
-        self.read.steps.append(file)
+            offset += location.raw_length  # each chunk is verified to be as long as the index says
+        if offset != node.size:
+            raise IntegrityError(
+                f"{os.fsdecode(node.path)}: chunks add up to {offset} bytes, the listing says {node.size}"
+            )
+        if self.read is first_read:
+            self.read.complete.append(file)
+        self.read.ends.append(file)
 
     def _submit_read(self) -> None:
         read, self.read = self.read, _Read()
-        if read.writes:
-            self.pipeline.submit(self._write_chunks, read.writes, weight=read.bytes, tag=read)
-        elif read.steps:
-            self.pipeline.put(None, read)  # empty files only: nothing for the pool
+        if read.writes or read.complete:
+            self.pipeline.submit(self._write_chunks, read, weight=read.bytes, tag=read)
+        elif read.ends:
+            self.pipeline.put(None, read)
 
-    def _write_chunks(self, writes: list[_Write]) -> None:
-        """In a worker: fetch the chunks with one range read, verify each and write it at its offset."""
-        chunks = self.repo.read_blobs(BlobKind.DATA, [(w.chunk_id, w.location) for w in writes])
-        for write, data in zip(writes, chunks, strict=True):
-            # An all-zero chunk becomes a hole: sparse files stay sparse, and cost no writes.
-            if not self._all_zeros(data):
-                with write.file.write_lock, _destination_errors(write.file.node.path):
-                    _pwrite_all(write.file.fd, data, write.offset)
+    def _write_chunks(self, read: _Read) -> None:
+        """In a worker: fetch the chunks with one range read, verify each and write it at its offset;
+        then seal the files that are whole now."""
+        if read.writes:
+            chunks = self.repo.read_blobs(BlobKind.DATA, [(w.chunk_id, w.location) for w in read.writes])
+            for write, data in zip(read.writes, chunks, strict=True):
+                # An all-zero chunk becomes a hole: sparse files stay sparse, and cost no writes.
+                if not self._all_zeros(data):
+                    with write.file.write_lock, _destination_errors(write.file.node.path):
+                        _pwrite_all(write.file.fd, data, write.offset)
+        for file in read.complete:
+            with _destination_errors(file.node.path):
+                file.seal()
 
     def _all_zeros(self, data: bytes) -> bool:
         # Look at the first bytes before comparing the whole chunk: slicing the zero buffer copies it,
@@ -367,29 +386,20 @@ class _Restorer:
 
     def _consume(self, _: object, read: _Read) -> None:
         """On the main thread, in listing order, once the read's chunks are written."""
-        for step in read.steps:
-            if isinstance(step, _Write):
-                step.file.offset += step.location.raw_length
-                self.progress.advance(step.location.raw_length)
-            else:
-                self._finish(step)
-
-    def _finish(self, f: _OpenFile) -> None:
-        del self.unfinished[id(f)]
-        try:
-            if f.offset != f.node.size:
-                raise IntegrityError(
-                    f"{os.fsdecode(f.node.path)}: chunks add up to {f.offset} bytes, the listing says {f.node.size}"
-                )
-            os.ftruncate(f.fd, f.offset)
-            _apply_metadata(f.node, f.fd)
-            f.publish()
-        except BaseException:
-            f.discard()
-            raise
-        self.result.files += 1
-        self.result.bytes += f.offset
-        self.progress.advance(0, files=1)
+        self.progress.advance(read.bytes)
+        for file in read.ends:
+            del self.unfinished[id(file)]
+            try:
+                with _destination_errors(file.node.path):
+                    if not file.sealed:  # its chunks span reads: every one is written now
+                        file.seal()
+                    file.publish()
+            except BaseException:
+                file.discard()
+                raise
+            self.result.files += 1
+            self.result.bytes += file.node.size
+            self.progress.advance(0, files=1)
 
     def _apply_metadata_at(self, node: Node, parent: int, name: bytes) -> None:
         if _AS_ROOT:
