@@ -169,7 +169,7 @@ class Tool:
 
     def prepare(self):
         for directory in [self.repo, *self.private_dirs()]:
-            shutil.rmtree(directory, ignore_errors=True)
+            set_aside(directory)
 
     def env(self):
         return dict(os.environ)
@@ -398,8 +398,25 @@ def compare_trees(source_manifest, restored_manifest, restored_root):
 # --- one tool's sequence -----------------------------------------------------------
 
 
+TRASH = "trash"
+
+
+def set_aside(path):
+    """Move a directory out of the way into WORK/trash, which is emptied only when the run is over.
+
+    Why: deleting thousands of files makes ext4 without a journal skip their inode numbers for the next
+    one to six minutes, with a scan of them for every file created (recently_deleted() in
+    fs/ext4/ialloc.c).  Deleting a tree just before a restore measured that scan: over half of both
+    tools' restore CPU on the machine of docs/BENCHMARKS.md, and more with every repetition.
+    """
+    if path.exists():
+        trash = path.parent / TRASH
+        trash.mkdir(exist_ok=True)
+        path.rename(trash / f"{time.monotonic_ns()}-{path.name}")
+
+
 def fresh_dir(path):
-    shutil.rmtree(path, ignore_errors=True)
+    set_aside(path)
     path.mkdir(parents=True)
     return path
 
@@ -435,7 +452,7 @@ class ToolRun:
 def run_sequence(tool, run, size_mib, logs):
     """All phases for one tool on freshly generated data, filling in `run`."""
     data_dir = tool.data_dir
-    shutil.rmtree(data_dir, ignore_errors=True)
+    set_aside(data_dir)
     # Regenerating (not copying) gives every tool the same bytes and fresh inodes.
     generation1 = gen_tree.generate(data_dir, size_mib, SEED)
     tool.prepare()
@@ -469,7 +486,7 @@ def run_sequence(tool, run, size_mib, logs):
     compare_trees(manifest(data_dir), restored, restored_root)
     restore.bytes = sum(size for size, _ in restored.values())  # known only now
     run.record("restore", restore)
-    shutil.rmtree(dest)
+    set_aside(dest)
 
     run.record("check", measure(tool.check_command(), env=env, log_base=log_base("check"), size_bytes=run.repo_bytes))
 
@@ -653,6 +670,7 @@ def main(argv=None):
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     Coldvault.compression_level = args.coldvault_level
+    shutil.rmtree(work / TRASH, ignore_errors=True)  # a previous run's, if it was interrupted
     tools = available_tools(args.tools, work, work / "data")
     if not tools:
         print("no tool to benchmark")
@@ -700,6 +718,7 @@ def main(argv=None):
         + "\n"
     )
     print(f"\nresults written to {results_path}")
+    shutil.rmtree(work / TRASH, ignore_errors=True)
 
     if failures:
         print(f"\n{len(failures)} run(s) FAILED:", file=sys.stderr)
