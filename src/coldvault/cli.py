@@ -1,18 +1,22 @@
-"""Argument parsing and exit codes; the commands themselves live in coldvault.commands."""
+"""Argument parsing and exit codes; the commands themselves live in coldvault.*_commands, imported when run."""
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from coldvault import __version__, commands, maintenance_commands
+from coldvault import __version__
 from coldvault.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ColdvaultError
 from coldvault.session import Session
 
 Handler = Callable[[argparse.Namespace, Session], int]
+# What runs a command, as "module:function" below coldvault: a backup need not import the daemon,
+# asyncio or the drill code (about a tenth of a second at every start).
+HandlerName = str
 
 
 def _global_options(*, in_subcommand: bool) -> argparse.ArgumentParser:
@@ -41,30 +45,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"coldvault {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+    def command(name: str, handler: HandlerName, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, parents=[common])
         p.set_defaults(handler=handler)
         return p
 
-    command("init", commands.cmd_init, "create the repository on every target")
+    command("init", "commands:cmd_init", "create the repository on every target")
 
-    p = command("backup", commands.cmd_backup, "back up every source, or one")
+    p = command("backup", "commands:cmd_backup", "back up every source, or one")
     p.add_argument("--source", help="only this source")
     p.add_argument("--json", action="store_true", help="print the new snapshots as JSON")
 
-    p = command("snapshots", commands.cmd_snapshots, "list snapshots")
+    p = command("snapshots", "commands:cmd_snapshots", "list snapshots")
     p.add_argument("--source", help="only this source")
     p.add_argument("--json", action="store_true")
     _target(p)
 
-    p = command("ls", commands.cmd_ls, "list the files in a snapshot")
+    p = command("ls", "commands:cmd_ls", "list the files in a snapshot")
     p.add_argument("snapshot", help="snapshot id, unique prefix, or 'latest'")
     p.add_argument("path", nargs="?", help="only this path and what is below it")
     p.add_argument("--source", help="with 'latest': the latest of this source")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     _target(p)
 
-    p = command("restore", commands.cmd_restore, "restore a snapshot into a directory (or to stdout)")
+    p = command("restore", "commands:cmd_restore", "restore a snapshot into a directory (or to stdout)")
     p.add_argument("snapshot", help="snapshot id, unique prefix, or 'latest'")
     p.add_argument("dest", nargs="?", help="destination directory; nothing is written outside it")
     p.add_argument("--path", help="only this path and what is below it")
@@ -73,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     _target(p)
     _poll_interval(p)
 
-    p = command("check", commands.cmd_check, "verify the repository's structure, and optionally its data")
+    p = command("check", "commands:cmd_check", "verify the repository's structure, and optionally its data")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--read-data", action="store_true", help="download and verify every pack")
     group.add_argument("--read-data-subset", type=float, metavar="PCT", help="verify a random PCT%% of the packs")
@@ -81,13 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     _target(p)
     _poll_interval(p)
 
-    p = command("status", commands.cmd_status, "show each target: reachable, objects, size, lag, last upload")
+    p = command("status", "service_commands:cmd_status", "show each target: reachable, objects, size, lag, last upload")
     p.add_argument("--json", action="store_true")
 
-    p = command("sync", commands.cmd_sync, "copy to every target what the others hold and it lacks")
+    p = command("sync", "commands:cmd_sync", "copy to every target what the others hold and it lacks")
     p.add_argument("--json", action="store_true")
 
-    p = command("scrub", commands.cmd_scrub, "compare the targets, verify a rotating share, repair from good copies")
+    p = command("scrub", "commands:cmd_scrub", "compare the targets, verify a rotating share, repair from good copies")
     p.add_argument(
         "--read-data-subset",
         type=float,
@@ -97,20 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
 
-    p = command("forget", maintenance_commands.cmd_forget, "apply each source's retention policy (keep_* settings)")
+    p = command("forget", "maintenance_commands:cmd_forget", "apply each source's retention policy (keep_* settings)")
     p.add_argument("--source", help="only this source")
     p.add_argument("--dry-run", action="store_true", help="show what would be kept and forgotten; write nothing")
     p.add_argument("--json", action="store_true")
 
-    p = command("maintain", maintenance_commands.cmd_maintain, "extend the locks of objects retained snapshots share")
+    p = command("maintain", "maintenance_commands:cmd_maintain", "extend the locks of objects retained snapshots share")
     p.add_argument("--dry-run", action="store_true", help="show which locks fall short; change nothing")
     p.add_argument("--json", action="store_true")
 
-    p = command("prune", maintenance_commands.cmd_prune, "delete what no retained snapshot needs, once unlocked")
+    p = command("prune", "maintenance_commands:cmd_prune", "delete what no retained snapshot needs, once unlocked")
     p.add_argument("--dry-run", action="store_true", help="show what would be deleted; change nothing")
     p.add_argument("--json", action="store_true")
 
-    p = command("key", commands.cmd_key, "manage key slots and the recovery key")
+    p = command("key", "commands:cmd_key", "manage key slots and the recovery key")
     keys = p.add_subparsers(dest="key_command", required=True, metavar="ACTION")
     k = keys.add_parser("list", help="list key slots", parents=[common])
     k.add_argument("--json", action="store_true")
@@ -125,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     k = keys.add_parser("export", help="print the recovery key for offline escrow", parents=[common])
     k.add_argument("--output", help="write it to this new file (mode 0600) instead of stdout")
 
-    p = command("drill", commands.cmd_drill, "restore samples from every target on its own and sign a report")
+    p = command("drill", "drill_commands:cmd_drill", "restore samples from every target on its own and sign a report")
     p.add_argument("--seed", type=int, help="re-derive the sample of an earlier report (its 'seed')")
     p.add_argument(
         "--full",
@@ -139,11 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the signed report")
     _poll_interval(p)
 
-    p = command("daemon", commands.cmd_daemon, "run backups, sync, drills and scrub on their schedules (systemd)")
+    p = command(
+        "daemon", "service_commands:cmd_daemon", "run backups, sync, drills and scrub on their schedules (systemd)"
+    )
     p.add_argument("--once", action="store_true", help="run every due job one time, then exit")
     p.add_argument("--log-json", action="store_true", help="log JSON lines instead of journald-prefixed text")
 
-    p = command("report", commands.cmd_report, "drill reports: the signing key, the local chain, offline verification")
+    p = command(
+        "report", "drill_commands:cmd_report", "drill reports: the signing key, the local chain, offline verification"
+    )
     reports = p.add_subparsers(dest="report_command", required=True, metavar="ACTION")
     r = reports.add_parser("pubkey", help="print the public key that verifies the reports", parents=[common])
     r.add_argument("--output", help="write it to this file instead of stdout")
@@ -158,9 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("path", metavar="FILE|DIR", help="a report, or a folder of them")
     r.add_argument("--public-key", required=True, metavar="FILE", help="the PEM from 'coldvault report pubkey'")
     r.add_argument("--chain", action="store_true", help="also check that the reports form one unbroken chain")
-    r.set_defaults(offline=commands.cmd_report_verify)
+    r.set_defaults(offline="drill_commands:cmd_report_verify")
 
-    p = command("config", commands.cmd_config_validate, "check a config file")
+    p = command("config", "commands:cmd_config_validate", "check a config file")
     p.add_argument("config_command", choices=["validate"])
     return parser
 
@@ -171,9 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if getattr(args, "offline", None) is not None:
-            return int(args.offline(args))
+            return int(_resolve(args.offline)(args))
         session = Session.load(args.config, args.recovery_key_file)
-        return int(args.handler(args, session))
+        return int(_resolve(args.handler)(args, session))
     except ColdvaultError as exc:
         print(f"coldvault: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -190,6 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+def _resolve(handler: HandlerName) -> Callable[..., int]:
+    module, _, function = handler.partition(":")
+    return getattr(importlib.import_module(f"coldvault.{module}"), function)  # type: ignore[no-any-return]
 
 
 def _tune_garbage_collector() -> None:
