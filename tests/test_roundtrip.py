@@ -15,6 +15,7 @@ import stat
 import sys
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coldvault.config import FormatConfig, Secret, Source, parse_config
+from coldvault.engine import backup as backup_module
 from coldvault.engine.backup import BackupOptions, backup
 from coldvault.engine.progress import SilentProgress
 from coldvault.engine.restore import restore, restore_to_stream
@@ -1129,3 +1131,39 @@ def test_a_file_rewritten_while_it_is_read_is_a_warning_and_read_again_next_time
     assert second.warnings == () and second.summary["reused_files"] == 0  # read again, not trusted
     run_restore(repo, second, tmp_path / "dest")
     assert (under(tmp_path / "dest", src) / "a").read_bytes() == b"new content" * 30_000
+
+
+class InlineExecutor(Executor):
+    """Runs each task at once on the submitting thread: every result is ready before the next step."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        future: Future[object] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+def test_a_reader_waiting_for_a_segment_after_entries_without_data_gets_one(tmp_path, monkeypatch) -> None:
+    # Directories after each file make batches without chunks, which are consumed as soon as they are
+    # queued, together with every result ready by then: the reader waiting for a segment must not then
+    # wait for a result consumed already.  The inline executor makes every result ready at once (with
+    # threads, it happened when every chunk was known already); default chunk sizes fill the segments.
+    monkeypatch.setattr(backup_module, "ThreadPoolExecutor", InlineExecutor)
+    repo = Repository.init(MemoryStore(), Secret(b"pw"), FormatConfig())
+    src = tmp_path / "src"
+    rng = random.Random(11)
+    for i in range(30):
+        folder = src / f"d{i:03}"
+        folder.mkdir(parents=True)
+        (folder / "big").write_bytes(rng.randbytes(3 << 20))
+        for j in range(30):
+            (folder / f"sub{j:02}").mkdir()
+    options = BackupOptions(workers=1, compression_level=1)
+    snapshot = backup(repo, tree_source(unique("segments"), src), options, SilentProgress()).snapshot
+    run_restore(repo, snapshot, tmp_path / "dest")
+    assert state(under(tmp_path / "dest", src)) == state(src)

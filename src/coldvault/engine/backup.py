@@ -184,9 +184,12 @@ class _Run:
             self.pipeline.put([], batch)  # nothing for the pool: consumed in its turn
 
     def _wait_for_segment(self) -> None:
-        """The segment pool is empty: finished chunks give segments back."""
+        """The segment pool is empty: finished chunks give segments back.  Submitting the batch may
+        itself consume every finished result (a batch without chunks is consumed in its turn at once),
+        in which case segments are back already."""
         self._submit_batch()
-        self.pipeline.consume_oldest()
+        if self.pipeline:
+            self.pipeline.consume_oldest()
 
     def _store_chunks(self, batch: list[_Item]) -> list[bytes]:
         """In a worker: the ids of the batch's chunks, in order."""

@@ -48,6 +48,10 @@ class OrderedPipeline(Generic[Tag]):
         self._queue.append((future, 0, tag))
         self.poll()
 
+    def __len__(self) -> int:
+        """Results submitted and not yet consumed."""
+        return len(self._queue)
+
     def poll(self) -> None:
         """Consume every result at the head that is ready, without waiting."""
         while self._queue and self._queue[0][0].done():
