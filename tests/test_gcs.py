@@ -276,7 +276,8 @@ def test_retain_to_an_earlier_date_sends_no_patch(store: GcsStore, wire: Wire) -
     wire.sent.clear()
     for earlier in (FIRST, LATER):
         assert store.retain(handle, earlier).retain_until == LATER
-    assert [s.method for s in wire.sent] == ["GET", "GET"]
+    # Only reads (one per call; the SDK may repeat one the loaded emulator dropped), never a PATCH.
+    assert {s.method for s in wire.sent} == {"GET"}
     assert store.head(handle).retain_until == LATER
 
 
