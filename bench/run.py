@@ -31,7 +31,7 @@ REPO_ROOT = BENCH_DIR.parent
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
 SEED = 42
 PASSPHRASE = "coldvault-benchmark-passphrase"
-ALL_TOOLS = ("coldvault", "restic", "borg")
+ALL_TOOLS = ("coldvault", "restic", "borg", "copy")
 PEER_INSTALL_HINT = "apt-get install restic borgbackup"
 STDERR_TAIL_LINES = 20
 MB = 1_000_000  # throughput is in MB/s (10^6 bytes); sizes and RSS in MiB
@@ -331,7 +331,36 @@ class Borg(Tool):
         return ["borg", "check", "--verify-data", str(self.repo)]
 
 
-TOOL_CLASSES = {cls.name: cls for cls in (Coldvault, Restic, Borg)}
+class Copy(Tool):
+    """Not a backup tool: a plain `cp -a` of the tree, as the floor of what a restore can cost here.
+
+    Its "restore" copies the second generation's tree, warm in the page cache, into the empty
+    destination: creating the same files and writing the same bytes, with no reading of a repository,
+    no decryption and no decompression.  Its backup and repository figures are two full copies and
+    mean nothing beside a deduplicating tool's."""
+
+    name = "copy"
+
+    def unavailable_reason(self):
+        return None if shutil.which("cp") else "`cp` not found on PATH"
+
+    def version(self):
+        return (command_output(["cp", "--version"]) or "cp").splitlines()[0] + " (reference)"
+
+    def init_command(self):
+        return ["mkdir", "-p", str(self.repo)]
+
+    def backup_command(self, label):
+        return ["cp", "-a", str(self.data_dir), str(self.repo / label)]
+
+    def restore_command(self, dest):
+        return ["cp", "-a", f"{self.repo / self.labels[-1]}/.", str(dest)]
+
+    def check_command(self):
+        return ["sh", "-c", 'find "$0" -type f -exec cat {} + > /dev/null', str(self.repo)]
+
+
+TOOL_CLASSES = {cls.name: cls for cls in (Coldvault, Restic, Borg, Copy)}
 
 
 # --- comparing trees -------------------------------------------------------------
