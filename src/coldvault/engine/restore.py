@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import secrets
 import stat
@@ -226,6 +227,13 @@ class _Restorer:
         self.unfinished: dict[int, _OpenFile] = {}  # opened and not yet published or discarded
         self.dirs: list[Node] = []
         self.links: dict[int, bytes] = {}
+        # Directories this restore created: nothing stands in them that would need clearing first (the
+        # listing names each entry once), which saves a lookup per file.  Whatever another program
+        # puts there meanwhile is still never followed: creating refuses an existing name, renaming
+        # replaces it.
+        self.made: set[bytes] = set()
+        self.temp_prefix = b".coldvault-" + secrets.token_hex(8).encode() + b"-"
+        self.temp_count = itertools.count()
         self.result = RestoreResult()
         self.zeros = bytes(repo.format.chunker.max_size)
 
@@ -269,13 +277,16 @@ class _Restorer:
         if node.type == DIR:
             try:
                 os.mkdir(name, 0o700, dir_fd=parent)
+                self.made.add(node.path)
             except FileExistsError:
                 if not stat.S_ISDIR(os.lstat(name, dir_fd=parent).st_mode):
                     _clear(name, parent)
                     os.mkdir(name, 0o700, dir_fd=parent)
+                    self.made.add(node.path)
             self.dirs.append(node)
             return
-        _clear(name, parent)
+        if node.path.rpartition(b"/")[0] not in self.made:
+            _clear(name, parent)  # what an earlier restore or another program left there
         if node.type == FILE:
             self._restore_file(node, parent, name)
         elif node.type == SYMLINK:
@@ -320,7 +331,7 @@ class _Restorer:
         while len(self.unfinished) >= _MAX_OPEN_FILES:
             self._submit_read()
             self.pipeline.consume_oldest()
-        temp_name = b".coldvault-" + secrets.token_hex(8).encode() + b".partial"
+        temp_name = self.temp_prefix + str(next(self.temp_count)).encode() + b".partial"
         dir_fd = os.dup(parent)
         try:
             fd = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
