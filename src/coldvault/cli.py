@@ -13,7 +13,6 @@ from coldvault import __version__
 from coldvault.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ColdvaultError
 from coldvault.session import Session
 
-Handler = Callable[[argparse.Namespace, Session], int]
 # What runs a command, as "module:function" below coldvault: a backup need not import the daemon,
 # asyncio or the drill code (about a tenth of a second at every start).
 HandlerName = str
