@@ -349,12 +349,10 @@ class _Restorer:
         index: workers write anywhere), then its end."""
         node, offset, first_read = file.node, 0, self.read
         for chunk_id in node.chunks:
-            location = self.repo.index.lookup(BlobKind.DATA, chunk_id)
-            if location is None:
-                raise IntegrityError(
-                    f"{os.fsdecode(node.path)}: chunk {chunk_id.hex()[:16]} is missing from the index;"
-                    " run 'coldvault check'"
-                )
+            try:
+                location = self.repo.locate(BlobKind.DATA, chunk_id)
+            except IntegrityError as exc:
+                raise IntegrityError(f"{os.fsdecode(node.path)}: {exc}") from None
             if not self.read.takes(location):
                 self._submit_read()
             self.read.writes.append(_Write(file, chunk_id, offset, location))
