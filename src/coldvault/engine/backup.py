@@ -177,8 +177,8 @@ class _Run:
             self._submit_batch()
 
     def _submit_batch(self) -> None:
-        batch, self.batch, self.batch_bytes = self.batch, [], 0
-        if any(item.chunk is not None for item in batch):
+        batch, chunk_bytes, self.batch, self.batch_bytes = self.batch, self.batch_bytes, [], 0
+        if chunk_bytes:  # chunks are never empty
             self.pipeline.submit(self._store_chunks, batch, tag=batch)
         elif batch:
             self.pipeline.put([], batch)  # nothing for the pool: consumed in its turn
