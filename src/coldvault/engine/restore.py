@@ -202,16 +202,19 @@ class _Read:
     bytes: int = 0  # of plaintext: the weight in the pipeline
 
     def takes(self, location: Location) -> bool:
-        """Whether a chunk at ``location`` joins this read: the same pack, a little further on."""
-        if not self.writes:
-            return True
-        first, last = self.writes[0].location, self.writes[-1].location
-        end = last.offset + last.length
-        return (
-            location.pack == first.pack
-            and end <= location.offset <= end + _READ_GAP
-            and location.offset + location.length - first.offset <= _READ_SIZE
-        )
+        """Whether a chunk at ``location`` joins this read."""
+        return not self.writes or _joins(self.writes[0].location, self.writes[-1].location, location)
+
+
+def _joins(first: Location, last: Location, location: Location) -> bool:
+    """Whether a chunk at ``location`` joins the range read of chunks ``first`` to ``last``: the same
+    pack, a little further on, within _READ_SIZE."""
+    end = last.offset + last.length
+    return (
+        location.pack == first.pack
+        and end <= location.offset <= end + _READ_GAP
+        and location.offset + location.length - first.offset <= _READ_SIZE
+    )
 
 
 class _Restorer:
@@ -462,19 +465,31 @@ def restore_to_stream(repo: Repository, snapshot: Snapshot, out: BinaryIO, *, wo
         raise UsageError(f"snapshot {snapshot.id[:8]} is not a stream snapshot; --stdout needs one")
     written = 0
 
-    def consume(data: object, _: None) -> None:
+    def consume(chunks: object, _: None) -> None:
         nonlocal written
-        assert isinstance(data, bytes)
-        out.write(data)
-        written += len(data)
+        assert isinstance(chunks, list)
+        for data in chunks:
+            out.write(data)
+            written += len(data)
+
+    def fetch(run: list[tuple[bytes, Location]]) -> list[bytes]:
+        return list(repo.read_blobs(BlobKind.DATA, run))
 
     with ThreadPoolExecutor(workers) as pool:
         pipeline: OrderedPipeline[None] = OrderedPipeline(pool, consume, max_bytes=_IN_FLIGHT_BYTES, max_items=1024)
-        for chunk_id in files[0].chunks:
-            location = repo.index.lookup(BlobKind.DATA, chunk_id)
-            pipeline.submit(
-                repo.read_blob, BlobKind.DATA, chunk_id, weight=location.raw_length if location else 0, tag=None
-            )
+
+        def submit(run: list[tuple[bytes, Location]]) -> None:
+            pipeline.submit(fetch, run, weight=sum(location.raw_length for _, location in run), tag=None)
+
+        run: list[tuple[bytes, Location]] = []
+        for chunk_id in files[0].chunks:  # adjacent chunks go in one range read, as for files
+            location = repo.locate(BlobKind.DATA, chunk_id)
+            if run and not _joins(run[0][1], run[-1][1], location):
+                submit(run)
+                run = []
+            run.append((chunk_id, location))
+        if run:
+            submit(run)
         pipeline.drain()
     out.flush()
     if written != files[0].size:
