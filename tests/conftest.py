@@ -6,6 +6,7 @@ it uses; emulators are shared across tests because each takes a second or more t
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import uuid
@@ -19,6 +20,7 @@ from pydantic import TypeAdapter
 
 from coldvault import emulators
 from coldvault.config import Target, write_secret_file
+from coldvault.storage import direct_io
 from coldvault.storage.protocol import Store
 
 
@@ -196,3 +198,17 @@ def real_azure_container() -> CloudBucket:
     return CloudBucket(
         "azure", target, lambda key, data: container.get_blob_client(key).upload_blob(data, overwrite=True)
     )
+
+
+@pytest.fixture
+def refusing_filesystem(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mocked: the kernel's refusal of O_DIRECT (EINVAL, as tmpfs before Linux 6.6 and some FUSE
+    filesystems answer) cannot be produced on demand on this machine's filesystems."""
+    real_fcntl = direct_io.fcntl.fcntl
+
+    def refusing_fcntl(fd: int, command: int, arg: int = 0) -> Any:
+        if command == direct_io.fcntl.F_SETFL and arg & direct_io._O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_fcntl(fd, command, arg)
+
+    monkeypatch.setattr(direct_io.fcntl, "fcntl", refusing_fcntl)

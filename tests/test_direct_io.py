@@ -1,15 +1,19 @@
-"""Direct I/O for packs on local targets: exact bytes for any size and range, and a buffered fallback."""
+"""Direct I/O for packs on local targets and large restored files: exact bytes for any size, range and
+order of pieces, holes where there were zeros, and a buffered fallback."""
 
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from coldvault.storage import direct_io
-from coldvault.storage.direct_io import ALIGN, DirectFiles
+from coldvault.storage.direct_io import ALIGN, SLICE, DirectFiles, SlicedWriter, data_ranges
 
 SIZES = [0, 1, ALIGN - 1, ALIGN, ALIGN + 1, (4 << 20) - 1, 4 << 20, (4 << 20) + 5, (20 << 20) + 123]
 
@@ -44,22 +48,14 @@ def test_writing_over_an_existing_file_is_refused(tmp_path):
     assert path.read_bytes() == b"old"
 
 
-def test_a_filesystem_refusing_direct_io_gets_buffered_io(tmp_path, monkeypatch):
-    # Mocked: the kernel's refusal (EINVAL for O_DIRECT, as tmpfs on older kernels and some FUSE
-    # filesystems answer) cannot be produced on demand on this machine's filesystems.
-    real_open = os.open
-
-    def refusing_open(path, flags, *args, **kwargs):
-        if flags & direct_io._O_DIRECT:
-            raise OSError(errno.EINVAL, "Invalid argument")
-        return real_open(path, flags, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", refusing_open)
+@pytest.mark.usefixtures("refusing_filesystem")
+def test_a_filesystem_refusing_direct_io_gets_buffered_io(tmp_path):
     files = DirectFiles()
     data = random.Random(3).randbytes(5 << 20)
     files.write_new(tmp_path / "pack", data, 0o444)
     assert files.read(tmp_path / "pack", 12345, 99999) == data[12345 : 12345 + 99999]
     assert (tmp_path / "pack").read_bytes() == data
+    assert os.listdir(tmp_path) == ["pack"]  # nothing left behind by the refused attempt
 
 
 def test_a_write_refused_halfway_is_written_again_buffered(tmp_path, monkeypatch):
@@ -84,3 +80,141 @@ def test_other_errors_are_not_mistaken_for_a_refusal(tmp_path):
         DirectFiles().read(tmp_path / "missing")
     with pytest.raises(FileNotFoundError):
         DirectFiles().write_new(tmp_path / "no" / "folder", b"x", 0o444)
+
+
+# ---- SlicedWriter: large restored files, gathered into aligned slices ------------------------------
+
+
+def pieces_of(data: bytes, rng: random.Random, zero_runs: list[tuple[int, int]] = ()) -> list[tuple[int, bytes]]:
+    """``data`` cut at random places (and at the edges of the zero runs), as (offset, piece)."""
+    cuts = {0, len(data)} | {rng.randrange(len(data) + 1) for _ in range(len(data) // 50_000 + 3)}
+    cuts |= {edge for start, end in zero_runs for edge in (start, end)}
+    edges = sorted(cuts)
+    return [(start, data[start:end]) for start, end in itertools.pairwise(edges) if end > start]
+
+
+def write_sliced(path, data, pieces, *, threads=3, files=None):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        writer = SlicedWriter(files or DirectFiles(), fd, len(data))
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda p: writer.write(p[1], p[0], zeros=not any(p[1])), pieces))
+        os.ftruncate(fd, len(data))
+        return writer
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("size", [1, ALIGN + 1, SLICE - 1, SLICE, SLICE + 1, 3 * SLICE + 12345])
+def test_pieces_in_any_order_from_several_threads_make_the_file(tmp_path, size):
+    rng = random.Random(size)
+    data = rng.randbytes(size)
+    pieces = pieces_of(data, rng)
+    rng.shuffle(pieces)
+    writer = write_sliced(tmp_path / "f", data, pieces)
+    assert writer.missing == 0
+    assert (tmp_path / "f").read_bytes() == data
+
+
+def test_a_piece_not_yet_written_is_counted_missing(tmp_path):
+    data = random.Random(0).randbytes(SLICE + 10)
+    writer = write_sliced(tmp_path / "f", data, [(0, data[:SLICE])])
+    assert writer.missing == 10
+
+
+def test_a_piece_outside_the_file_is_refused(tmp_path):
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with pytest.raises(ValueError, match="do not fit"):
+            SlicedWriter(DirectFiles(), fd, 10).write(b"x" * 5, 6)
+    finally:
+        os.close(fd)
+
+
+def test_runs_of_zeros_stay_holes_and_read_back_as_zeros(tmp_path):
+    rng = random.Random(7)
+    size = 4 * SLICE + 999
+    data = bytearray(rng.randbytes(size))
+    # A whole slice of zeros, a run across a slice boundary, a short run (one block), the file's tail.
+    zero_runs = [
+        (SLICE, 2 * SLICE),
+        (3 * SLICE - 150_000, 3 * SLICE + 150_000),
+        (100_000, 100_000 + 3 * ALIGN),
+        (size - 70_000, size),
+    ]
+    for start, end in zero_runs:
+        data[start:end] = bytes(end - start)
+    pieces = pieces_of(bytes(data), rng, zero_runs)
+    rng.shuffle(pieces)
+    write_sliced(tmp_path / "f", bytes(data), pieces)
+    assert (tmp_path / "f").read_bytes() == data
+    if not sparse_files_here(tmp_path):
+        pytest.skip("the file system under tmp_path does not make sparse files")
+    allocated = os.stat(tmp_path / "f").st_blocks * 512
+    assert allocated <= size - SLICE - 290_000 + 4 * ALIGN  # the holes are not allocated
+
+
+def sparse_files_here(folder) -> bool:
+    probe = folder / "probe"
+    with open(probe, "wb") as f:
+        f.truncate(1 << 20)
+    return os.stat(probe).st_blocks == 0
+
+
+@pytest.mark.usefixtures("refusing_filesystem")
+def test_sliced_writes_fall_back_to_buffered_io(tmp_path):
+    rng = random.Random(8)
+    data = rng.randbytes(2 * SLICE + 77)
+    write_sliced(tmp_path / "f", data, pieces_of(data, rng))
+    assert (tmp_path / "f").read_bytes() == data
+
+
+def test_sliced_writes_refused_halfway_are_written_again_buffered(tmp_path, monkeypatch):
+    # Mocked, as above: a device that accepts O_DIRECT but refuses a write's alignment.
+    real_pwrite = os.pwrite
+    calls = []
+
+    def refusing_pwrite(fd, data, offset):
+        calls.append(offset)
+        if len(calls) == 2:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", refusing_pwrite)
+    rng = random.Random(9)
+    data = rng.randbytes(3 * SLICE + 5)
+    write_sliced(tmp_path / "f", data, pieces_of(data, rng), threads=1)
+    assert (tmp_path / "f").read_bytes() == data
+
+
+def test_slice_buffers_are_reused(tmp_path):
+    files = DirectFiles()
+    data = random.Random(10).randbytes(8 * SLICE)
+    write_sliced(tmp_path / "f", data, pieces_of(data, random.Random(11)), threads=1, files=files)
+    # In order, on one thread: a piece across a slice's end begins the next before the first is
+    # written, so two buffers serve all eight slices.
+    assert len(files._spare) == 2
+
+
+# ---- data_ranges: what of a slice is written ------------------------------------------------------
+
+
+@given(
+    length=st.integers(1, 64 * ALIGN),
+    cuts=st.lists(st.integers(0, 64 * ALIGN), max_size=12),
+    zero_flags=st.lists(st.booleans(), min_size=13, max_size=13),
+)
+def test_data_ranges_skip_only_aligned_blocks_of_zeros(length, cuts, zero_flags):
+    edges = sorted({0, length} | {c for c in cuts if c < length})
+    zeros = [(a, b - a) for (a, b), zero in zip(itertools.pairwise(edges), zero_flags, strict=False) if zero]
+    is_zero = bytearray(length)
+    for start, size in zeros:
+        is_zero[start : start + size] = b"\1" * size
+    ranges = data_ranges(zeros, length)
+    written = bytearray(length)
+    for start, end in ranges:
+        assert start % ALIGN == 0 and (end % ALIGN == 0 or end == length) and start < end <= length
+        written[start:end] = b"\1" * (end - start)
+    for block in range(0, length, ALIGN):  # a block is skipped exactly when it lies wholly in zeros
+        end = min(block + ALIGN, length)
+        assert (not any(written[block:end])) == all(is_zero[block:end])

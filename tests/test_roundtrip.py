@@ -303,6 +303,27 @@ def test_sparse_file_keeps_its_holes(awkward: dict[str, object]) -> None:
     assert st.st_blocks * 512 < st.st_size // 4
 
 
+@pytest.mark.parametrize("filesystem", ["direct", "buffered"])
+def test_large_files_restore_exactly_around_the_page_cache_or_through_it(
+    repo: Repository, tmp_path: Path, filesystem: str, request: pytest.FixtureRequest
+) -> None:
+    # Files of 1 MiB and more are gathered into aligned slices for direct writes; where the
+    # filesystem refuses direct I/O, the same slices are written buffered.
+    if filesystem == "buffered":
+        request.getfixturevalue("refusing_filesystem")
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = random.Random(12)
+    (src / "exactly-1MiB").write_bytes(rng.randbytes(1 << 20))
+    (src / "under-1MiB").write_bytes(rng.randbytes((1 << 20) - 1))
+    (src / "odd").write_bytes(rng.randbytes((9 << 20) + 4321))
+    (src / "repeats").write_bytes(rng.randbytes(300_000) * 20)  # the same chunks again and again
+    (src / "zeros-inside").write_bytes(rng.randbytes(700_000) + bytes(3 << 20) + rng.randbytes(12_345))
+    snapshot = run_backup(repo, tree_source(unique("large"), src))
+    run_restore(repo, snapshot, tmp_path / "dest")
+    assert state(under(tmp_path / "dest", src)) == state(src)
+
+
 def test_special_files_are_restored_as_special_files(awkward: dict[str, object]) -> None:
     restored: Path = awkward["restored"]  # type: ignore[assignment]
     st = os.lstat(restored / "fifo")

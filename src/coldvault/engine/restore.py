@@ -35,6 +35,7 @@ from coldvault.repo.index import Location
 from coldvault.repo.manifest import STREAM, Snapshot
 from coldvault.repo.repository import Repository
 from coldvault.repo.tree import BLOCKDEV, CHARDEV, DIR, FIFO, FILE, SOCKET, SYMLINK, Node, check_relative_path
+from coldvault.storage.direct_io import DirectFiles, SlicedWriter
 
 _IN_FLIGHT_BYTES = 96 << 20
 _MAX_OPEN_FILES = 200  # each file being restored holds two descriptors; stay well below the usual 1024
@@ -44,6 +45,12 @@ _MAX_OPEN_FILES = 200  # each file being restored holds two descriptors; stay we
 # files from a cloud waits on.
 _READ_SIZE = 4 << 20
 _READ_GAP = 256 << 10
+# Files from this size on are written around the page cache (storage.direct_io), in aligned slices:
+# their bytes are not read again soon, a restore should not evict the host's working set, and
+# copying into freshly allocated cache pages is the largest cost of a restore on a virtual machine
+# that hands free memory back to its host.  Smaller files are buffered: a direct write waits for
+# the device, which costs more than it saves for a few pages.
+_DIRECT_FROM = 1 << 20
 _AS_ROOT = os.geteuid() == 0
 
 
@@ -150,12 +157,23 @@ class _OpenFile:
     dir_fd: int  # its own descriptor of the directory: the destination's cache moves on
     temp_name: bytes
     final_name: bytes
+    sliced: SlicedWriter | None  # for large files; small ones are written chunk by chunk
     sealed: bool = False
     # The kernel serialises writers of one file by spinning on its inode lock; waiting here sleeps instead.
     write_lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def write(self, data: bytes, offset: int, *, zeros: bool) -> None:
+        """One verified chunk at its offset; all-zero chunks become holes (sparse files stay sparse)."""
+        if self.sliced is not None:
+            self.sliced.write(data, offset, zeros=zeros)
+        elif not zeros:
+            with self.write_lock:
+                _pwrite_all(self.fd, data, offset)
+
     def seal(self) -> None:
         """Every chunk is written: give the file its length and metadata (through its descriptor)."""
+        if self.sliced is not None and self.sliced.missing:
+            raise IntegrityError(f"{os.fsdecode(self.node.path)}: {self.sliced.missing} bytes were never written")
         os.ftruncate(self.fd, self.node.size)
         _apply_metadata(self.node, self.fd)
         self.sealed = True
@@ -239,6 +257,7 @@ class _Restorer:
         self.temp_count = itertools.count()
         self.result = RestoreResult()
         self.zeros = bytes(repo.format.chunker.max_size)
+        self.direct = DirectFiles()
 
     def warn(self, message: str) -> None:
         self.result.warnings.append(message)
@@ -341,7 +360,8 @@ class _Restorer:
         except BaseException:
             os.close(dir_fd)
             raise
-        open_file = _OpenFile(node, fd, dir_fd, temp_name, name)
+        sliced = SlicedWriter(self.direct, fd, node.size) if node.size >= _DIRECT_FROM else None
+        open_file = _OpenFile(node, fd, dir_fd, temp_name, name, sliced)
         self.unfinished[id(open_file)] = open_file
         if node.link_group is not None:
             self.links[node.link_group] = node.path
@@ -382,10 +402,8 @@ class _Restorer:
         if read.writes:
             chunks = self.repo.read_blobs(BlobKind.DATA, [(w.chunk_id, w.location) for w in read.writes])
             for write, data in zip(read.writes, chunks, strict=True):
-                # An all-zero chunk becomes a hole: sparse files stay sparse, and cost no writes.
-                if not self._all_zeros(data):
-                    with write.file.write_lock, _destination_errors(write.file.node.path):
-                        _pwrite_all(write.file.fd, data, write.offset)
+                with _destination_errors(write.file.node.path):
+                    write.file.write(data, write.offset, zeros=self._all_zeros(data))
         for file in read.complete:
             with _destination_errors(file.node.path):
                 file.seal()

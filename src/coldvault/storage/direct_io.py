@@ -14,19 +14,25 @@ bytes pass through a page-aligned buffer kept per thread and reused, and a write
 is cut off with ftruncate before the file is synced.  Where the filesystem refuses O_DIRECT
 (tmpfs on older kernels, some FUSE filesystems, other systems than Linux), the same calls do
 ordinary buffered I/O.
+
+Restores use the same path for large files (SlicedWriter): their bytes are written once and
+are usually not read again soon, and a restore of a whole host should not push out the page
+cache of what runs there while it restores.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import mmap
 import os
 import threading
+from dataclasses import dataclass, field
 
 from coldvault.storage.protocol import BytesLike
 
 ALIGN = 4096  # a multiple of every common logical block size (512 and 4096)
-_WRITE_SLICE = 4 << 20  # bytes per direct write: bounds the write buffer; 4 MiB already reach full speed here
+SLICE = 4 << 20  # bytes per direct write: bounds each buffer; 4 MiB already reach full speed here
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 
 
@@ -44,61 +50,73 @@ class DirectFiles:
     def __init__(self) -> None:
         self._enabled = _O_DIRECT != 0
         self._buffers = threading.local()
+        self._spare: list[mmap.mmap] = []  # slice buffers of finished SlicedWriter slices, for the next ones
+        self._spare_lock = threading.Lock()
 
     def write_new(self, path: str | os.PathLike[str], data: BytesLike, mode: int, *, direct: bool = True) -> None:
         """Create ``path`` (it must not exist) holding ``data``, synced to the device; ``direct=False``
         for files that are read often (they should stay cached)."""
-        if direct and self._enabled:
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_DIRECT, mode)
-            except OSError as exc:
-                self._refused(exc)
-            else:
-                try:
-                    self._write_direct(fd, memoryview(data).cast("B"))
-                    os.fsync(fd)
-                    return
-                except OSError as exc:
-                    self._refused(exc)
-                finally:
-                    os.close(fd)
-                os.unlink(path)  # the direct attempt left a partial file: start again, buffered
+        view = memoryview(data).cast("B")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            direct = direct and self.make_direct(fd)
+            if direct:
+                buffer = self._buffer(min(max(_up(len(view)), ALIGN), SLICE))
+            for start in range(0, len(view), SLICE):
+                piece = view[start : start + SLICE]
+                if direct:
+                    buffer[: len(piece)] = piece
+                    direct = self.write_aligned(fd, buffer, 0, len(piece), start)
+                else:
+                    _pwrite_all(fd, piece, start)
+            os.ftruncate(fd, len(view))  # cuts the padding of the last direct write
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def read(
         self, path: str | os.PathLike[str], offset: int = 0, length: int | None = None, *, direct: bool = True
     ) -> bytes:
         """``length`` bytes from ``offset`` (all to the end when None); fewer where the file ends first."""
-        if direct and self._enabled:
-            try:
-                fd = os.open(path, os.O_RDONLY | _O_DIRECT)
-            except OSError as exc:
-                self._refused(exc)
-            else:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if direct and self.make_direct(fd):
                 try:
                     return self._read_direct(fd, offset, length)
                 except OSError as exc:
-                    self._refused(exc)
-                finally:
-                    os.close(fd)
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read() if length is None else f.read(length)
+                    self._refused(exc, fd)
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                f.seek(offset)
+                return f.read() if length is None else f.read(length)
+        finally:
+            os.close(fd)
 
-    def _write_direct(self, fd: int, view: memoryview) -> None:
-        buffer = self._buffer(min(_up(len(view)), _WRITE_SLICE))
-        for start in range(0, len(view), _WRITE_SLICE):
-            piece = view[start : start + _WRITE_SLICE]
-            buffer[: len(piece)] = piece
-            padded = _up(len(piece))  # the bytes past the data are cut off below
-            written = os.pwrite(fd, memoryview(buffer)[:padded], start)
-            if written != padded:
-                raise OSError(errno.EIO, "short direct write")
-        os.ftruncate(fd, len(view))
+    def make_direct(self, fd: int) -> bool:
+        """Switch ``fd`` to direct I/O; False where the filesystem refuses (and for every file after)."""
+        if not self._enabled:
+            return False
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | _O_DIRECT)
+        except OSError as exc:
+            self._refused(exc, fd)
+            return False
+        return True
+
+    def write_aligned(self, fd: int, buffer: mmap.mmap, start: int, length: int, offset: int) -> bool:
+        """Write ``length`` bytes of ``buffer`` from ``start`` at ``offset`` (both aligned) through a
+        direct ``fd``, padded to the alignment with zeros (a padded tail past the file's end is the
+        caller's to cut off with ftruncate).  If the filesystem refuses after all, write the same
+        bytes buffered and return False: ``fd`` is buffered from then on."""
+        end = start + length
+        padded = _up(end)
+        buffer[end:padded] = bytes(padded - end)
+        try:
+            _pwrite_all(fd, memoryview(buffer)[start:padded], offset)
+            return True
+        except OSError as exc:
+            self._refused(exc, fd)
+        _pwrite_all(fd, memoryview(buffer)[start:end], offset)
+        return False
 
     def _read_direct(self, fd: int, offset: int, length: int | None) -> bytes:
         end = os.fstat(fd).st_size if length is None else offset + length
@@ -124,8 +142,124 @@ class DirectFiles:
             buffer = self._buffers.buffer = mmap.mmap(-1, _up(size))
         return buffer
 
-    def _refused(self, exc: OSError) -> None:
-        """EINVAL means this filesystem (or its alignment) does not do direct I/O: stop trying."""
+    def take_slice_buffer(self) -> mmap.mmap:
+        with self._spare_lock:
+            if self._spare:
+                return self._spare.pop()
+        return mmap.mmap(-1, SLICE)
+
+    def give_back(self, buffer: mmap.mmap) -> None:
+        with self._spare_lock:
+            self._spare.append(buffer)
+
+    def _refused(self, exc: OSError, fd: int) -> None:
+        """EINVAL means this filesystem (or its alignment) does not do direct I/O: stop trying, and
+        leave ``fd`` buffered."""
         if exc.errno != errno.EINVAL:
             raise exc
         self._enabled = False
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_DIRECT)
+
+
+@dataclass
+class _Slice:
+    length: int  # of the file's bytes in this slice: SLICE, or less for the last
+    missing: int
+    buffer: mmap.mmap | None = None  # taken when the first byte other than zero arrives
+    zeros: list[tuple[int, int]] = field(default_factory=list)  # (start, length) of the pieces of zeros
+
+
+class SlicedWriter:
+    """Writes a new file of known size from pieces that arrive in any order, from any thread, each
+    byte once: the pieces are gathered into aligned slices, and each slice is written with one
+    direct write as soon as all of its bytes are in.  Aligned blocks that received only zeros are
+    not written and stay holes: a sparse file stays sparse.  Memory: one slice buffer per slice
+    begun and not yet complete, so pieces should arrive roughly in order.  The caller gives the
+    file its length afterwards (ftruncate), which also cuts the padding of the last slice."""
+
+    def __init__(self, files: DirectFiles, fd: int, size: int) -> None:
+        self._files = files
+        self._fd = fd
+        self._size = size
+        self._direct = files.make_direct(fd)
+        self._slices: dict[int, _Slice] = {}
+        self._missing = size
+        self._lock = threading.Lock()
+
+    @property
+    def missing(self) -> int:
+        """Bytes of the file not written yet."""
+        return self._missing
+
+    def write(self, data: BytesLike, offset: int, *, zeros: bool = False) -> None:
+        """Place ``data`` at ``offset``; ``zeros`` says it holds only zero bytes (the caller knows)."""
+        view = memoryview(data).cast("B")
+        if offset < 0 or offset + len(view) > self._size:
+            raise ValueError(f"{len(view)} bytes at {offset} do not fit a file of {self._size}")
+        complete: list[tuple[int, _Slice]] = []
+        with self._lock:
+            self._missing -= len(view)
+            while view:
+                index, at = divmod(offset, SLICE)
+                piece, view = view[: SLICE - at], view[SLICE - at :]
+                part = self._slices.get(index)
+                if part is None:
+                    length = min(SLICE, self._size - index * SLICE)
+                    part = self._slices[index] = _Slice(length, length)
+                if zeros:
+                    part.zeros.append((at, len(piece)))
+                if part.buffer is None and not zeros:
+                    part.buffer = self._files.take_slice_buffer()
+                    for start, length in part.zeros:  # a reused buffer holds an earlier slice's bytes
+                        part.buffer[start : start + length] = bytes(length)
+                if part.buffer is not None:
+                    part.buffer[at : at + len(piece)] = piece
+                part.missing -= len(piece)
+                if part.missing == 0:
+                    complete.append((index, self._slices.pop(index)))
+                offset += len(piece)
+        for index, part in complete:  # outside the lock: other workers fill other slices meanwhile
+            self._flush(index * SLICE, part)
+
+    def _flush(self, offset: int, part: _Slice) -> None:
+        if part.buffer is None:
+            return  # only zeros: a hole
+        try:
+            for start, end in data_ranges(part.zeros, part.length):
+                if self._direct:
+                    self._direct = self._files.write_aligned(self._fd, part.buffer, start, end - start, offset + start)
+                else:
+                    _pwrite_all(self._fd, memoryview(part.buffer)[start:end], offset + start)
+        finally:
+            self._files.give_back(part.buffer)
+
+
+def data_ranges(zeros: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:
+    """The (start, end) ranges of ``length`` bytes to write, given the (start, length) pieces known
+    to be zeros: everything except the aligned blocks lying wholly inside zeros.  Every start is
+    aligned, and every end too except one at ``length``."""
+    holes: list[tuple[int, int]] = []
+    merged: list[list[int]] = []
+    for start, size in sorted(zeros):  # touching pieces of zeros make one run
+        if merged and merged[-1][1] == start:
+            merged[-1][1] += size
+        else:
+            merged.append([start, start + size])
+    for start, end in merged:
+        first, last = _up(start), _down(end) if end < length else end
+        if first < last:
+            holes.append((first, last))
+    ranges, at = [], 0
+    for start, end in holes:
+        if at < start:
+            ranges.append((at, start))
+        at = end
+    if at < length:
+        ranges.append((at, length))
+    return ranges
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
