@@ -13,12 +13,15 @@ data blob passed off as a tree blob, without failing authentication.
 
 from __future__ import annotations
 
+import threading
 from enum import IntEnum
 
 import zstandard
 
 from coldvault.errors import IntegrityError
 from coldvault.repo.crypto import SEAL_OVERHEAD, seal, unseal
+
+_local = threading.local()  # a ZstdDecompressor per thread: it is not thread-safe, and costly to set up per chunk
 
 
 class BlobKind(IntEnum):
@@ -47,7 +50,7 @@ def decode_blob(key: bytes, kind: BlobKind, chunk_id: bytes, sealed: bytes | mem
         # into a buffer of that size and cannot be inflated beyond it (no zip bomb).
         if zstandard.frame_content_size(payload) != raw_length:
             raise IntegrityError(f"{what} declares a different length than the index")
-        plaintext = zstandard.ZstdDecompressor().decompress(payload)
+        plaintext = _decompressor().decompress(payload)
     except zstandard.ZstdError:
         raise IntegrityError(f"{what} does not decompress") from None
     if len(plaintext) != raw_length:
@@ -57,3 +60,10 @@ def decode_blob(key: bytes, kind: BlobKind, chunk_id: bytes, sealed: bytes | mem
 
 def _aad(kind: BlobKind, chunk_id: bytes) -> bytes:
     return bytes((kind,)) + chunk_id
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    decompressor: zstandard.ZstdDecompressor | None = getattr(_local, "decompressor", None)
+    if decompressor is None:
+        decompressor = _local.decompressor = zstandard.ZstdDecompressor()
+    return decompressor
