@@ -324,6 +324,27 @@ def test_large_files_restore_exactly_around_the_page_cache_or_through_it(
     assert state(under(tmp_path / "dest", src)) == state(src)
 
 
+def test_small_files_ending_in_zeros_keep_their_length_and_descriptors_are_all_closed(
+    repo: Repository, tmp_path: Path
+) -> None:
+    # All-zero chunks are not written, so such a file is as long as its last written byte until
+    # it is sealed; and every descriptor a restore opens (files, their directories) is closed.
+    src = tmp_path / "src"
+    rng = random.Random(13)
+    for d in range(3):
+        (src / f"d{d}").mkdir(parents=True)
+        for i in range(40):
+            (src / f"d{d}" / f"f{i}").write_bytes(
+                rng.randbytes(rng.randrange(1, 5000)) + bytes(rng.randrange(0, 20000))
+            )
+    (src / "zeros-only").write_bytes(bytes(30000))
+    snapshot = run_backup(repo, tree_source(unique("trailing-zeros"), src))
+    before = len(os.listdir("/proc/self/fd"))
+    run_restore(repo, snapshot, tmp_path / "dest")
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert state(under(tmp_path / "dest", src)) == state(src)
+
+
 def test_special_files_are_restored_as_special_files(awkward: dict[str, object]) -> None:
     restored: Path = awkward["restored"]  # type: ignore[assignment]
     st = os.lstat(restored / "fifo")
