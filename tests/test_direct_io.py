@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import mmap
 import os
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -185,6 +186,50 @@ def test_sliced_writes_refused_halfway_are_written_again_buffered(tmp_path, monk
     data = rng.randbytes(3 * SLICE + 5)
     write_sliced(tmp_path / "f", data, pieces_of(data, rng), threads=1)
     assert (tmp_path / "f").read_bytes() == data
+
+
+def dirty_files(count: int) -> DirectFiles:
+    """A DirectFiles whose spare slice buffers hold an earlier file's bytes, as in a long restore."""
+    files = DirectFiles()
+    for _ in range(count):
+        buffer = mmap.mmap(-1, SLICE)
+        buffer[:] = b"\xff" * SLICE
+        files.give_back(buffer)
+    return files
+
+
+def test_zeros_before_the_first_data_of_a_slice_are_zeros_in_a_reused_buffer(tmp_path):
+    # The slice's buffer is taken (dirty) only when its first data arrives, after the zeros.
+    rng = random.Random(14)
+    data = bytes(300_000) + rng.randbytes(SLICE - 300_000) + bytes(1000) + rng.randbytes(5000)
+    zero_runs = [(0, 300_000), (SLICE, SLICE + 1000)]
+    write_sliced(tmp_path / "f", data, pieces_of(data, rng, zero_runs), threads=1, files=dirty_files(2))
+    assert (tmp_path / "f").read_bytes() == data
+
+
+def test_many_files_at_once_share_the_buffers_safely(tmp_path):
+    # Several files written at once by several threads from one pool of dirty buffers: a buffer given
+    # back too early, or not cleared where zeros go, shows up as wrong bytes in some file.
+    rng = random.Random(15)
+    files = dirty_files(4)
+    expected, work = {}, []
+    for i in range(8):
+        data = bytearray(rng.randbytes(rng.randrange(SLICE, 3 * SLICE)))
+        start = rng.randrange(len(data) - 200_000)
+        data[start : start + 200_000] = bytes(200_000)
+        path = tmp_path / f"f{i}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        writer = SlicedWriter(files, fd, len(data))
+        expected[path] = (bytes(data), fd)
+        work += [(writer, offset, piece) for offset, piece in pieces_of(bytes(data), rng, [(start, start + 200_000)])]
+    rng.shuffle(work)
+    work.sort(key=lambda w: w[1] // SLICE)  # roughly in file order, as a restore delivers them
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda w: w[0].write(w[2], w[1], zeros=not any(w[2])), work))
+    for path, (data, fd) in expected.items():
+        os.ftruncate(fd, len(data))
+        os.close(fd)
+        assert path.read_bytes() == data, path
 
 
 def test_slice_buffers_are_reused(tmp_path):

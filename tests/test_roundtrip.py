@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import io
 import itertools
@@ -28,7 +30,7 @@ from coldvault.engine import backup as backup_module
 from coldvault.engine.backup import BackupOptions, backup
 from coldvault.engine.progress import SilentProgress
 from coldvault.engine.restore import restore, restore_to_stream
-from coldvault.errors import IntegrityError, SourceError, TargetError, UsageError
+from coldvault.errors import DestinationError, IntegrityError, SourceError, TargetError, UsageError
 from coldvault.repo.blob import BlobKind
 from coldvault.repo.manifest import STREAM, TREE, Snapshot
 from coldvault.repo.repository import Repository
@@ -311,6 +313,8 @@ def test_large_files_restore_exactly_around_the_page_cache_or_through_it(
     # filesystem refuses direct I/O, the same slices are written buffered.
     if filesystem == "buffered":
         request.getfixturevalue("refusing_filesystem")
+    elif not direct_io_here(tmp_path):
+        pytest.skip("the file system under tmp_path refuses direct I/O")
     src = tmp_path / "src"
     src.mkdir()
     rng = random.Random(12)
@@ -319,9 +323,45 @@ def test_large_files_restore_exactly_around_the_page_cache_or_through_it(
     (src / "odd").write_bytes(rng.randbytes((9 << 20) + 4321))
     (src / "repeats").write_bytes(rng.randbytes(300_000) * 20)  # the same chunks again and again
     (src / "zeros-inside").write_bytes(rng.randbytes(700_000) + bytes(3 << 20) + rng.randbytes(12_345))
+    (src / "zeros-at-the-end").write_bytes(rng.randbytes(1_500_000) + bytes(6 << 20))  # the file's last slice is a hole
+    (src / "only-zeros").write_bytes(bytes((5 << 20) + 7))
     snapshot = run_backup(repo, tree_source(unique("large"), src))
     run_restore(repo, snapshot, tmp_path / "dest")
     assert state(under(tmp_path / "dest", src)) == state(src)
+
+
+def test_a_full_disk_during_a_large_file_leaves_nothing_behind(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Mocked: a destination filling up cannot be produced on demand here.  The third slice write fails.
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big").write_bytes(random.Random(16).randbytes(20 << 20))
+    snapshot = run_backup(repo, tree_source(unique("enospc"), src))
+    real_pwrite, calls = os.pwrite, itertools.count()
+
+    def filling_pwrite(fd: int, data: bytes, offset: int) -> int:
+        if next(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", filling_pwrite)
+    dest = tmp_path / "dest"
+    with pytest.raises(DestinationError, match="No space left"):
+        run_restore(repo, snapshot, dest)
+    assert [p for p in dest.rglob("*") if not p.is_dir()] == []  # no file, no .partial left
+
+
+def direct_io_here(folder: Path) -> bool:
+    fd = os.open(folder / "probe", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        os.unlink(folder / "probe")
 
 
 def test_small_files_ending_in_zeros_keep_their_length_and_descriptors_are_all_closed(

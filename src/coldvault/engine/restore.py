@@ -292,6 +292,7 @@ class _Restorer:
             for open_file in self.unfinished.values():
                 open_file.discard()
             self.dest.close()
+            self.direct.close()
         return self.result
 
     def _restore(self, node: Node) -> None:
@@ -360,9 +361,10 @@ class _Restorer:
         except BaseException:
             os.close(dir_fd)
             raise
-        sliced = SlicedWriter(self.direct, fd, node.size) if node.size >= _DIRECT_FROM else None
-        open_file = _OpenFile(node, fd, dir_fd, temp_name, name, sliced)
-        self.unfinished[id(open_file)] = open_file
+        open_file = _OpenFile(node, fd, dir_fd, temp_name, name, None)
+        self.unfinished[id(open_file)] = open_file  # from here on, a failure discards it
+        if node.size >= _DIRECT_FROM:
+            open_file.sliced = SlicedWriter(self.direct, fd, node.size)
         if node.link_group is not None:
             self.links[node.link_group] = node.path
         self._plan(open_file)

@@ -22,6 +22,7 @@ cache of what runs there while it restores.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import mmap
@@ -151,6 +152,16 @@ class DirectFiles:
     def give_back(self, buffer: mmap.mmap) -> None:
         with self._spare_lock:
             self._spare.append(buffer)
+
+    def close(self) -> None:
+        """Unmap the spare slice buffers now rather than whenever the collector gets to them."""
+        with self._spare_lock:
+            spare, self._spare = self._spare, []
+        for buffer in spare:
+            # A write that failed may still hold a view of its buffer (in the exception's frames):
+            # that one is left to the collector.
+            with contextlib.suppress(BufferError):
+                buffer.close()
 
     def _refused(self, exc: OSError, fd: int) -> None:
         """EINVAL means this filesystem (or its alignment) does not do direct I/O: stop trying, and
