@@ -59,8 +59,9 @@ def test_a_filesystem_refusing_direct_io_gets_buffered_io(tmp_path):
     assert os.listdir(tmp_path) == ["pack"]  # nothing left behind by the refused attempt
 
 
-def test_a_write_refused_halfway_is_written_again_buffered(tmp_path, monkeypatch):
-    # Mocked: a device that accepts O_DIRECT at open but refuses the alignment at write time.
+@pytest.fixture
+def second_write_refused(monkeypatch):
+    """Mocked: a device that accepts O_DIRECT but refuses a write's alignment, from the second write on."""
     real_pwrite = os.pwrite
     calls = []
 
@@ -71,6 +72,10 @@ def test_a_write_refused_halfway_is_written_again_buffered(tmp_path, monkeypatch
         return real_pwrite(fd, data, offset)
 
     monkeypatch.setattr(os, "pwrite", refusing_pwrite)
+
+
+@pytest.mark.usefixtures("second_write_refused")
+def test_a_write_refused_halfway_is_written_again_buffered(tmp_path):
     data = random.Random(4).randbytes(20 << 20)
     DirectFiles().write_new(tmp_path / "pack", data, 0o444)
     assert (tmp_path / "pack").read_bytes() == data
@@ -170,18 +175,8 @@ def test_sliced_writes_fall_back_to_buffered_io(tmp_path):
     assert (tmp_path / "f").read_bytes() == data
 
 
-def test_sliced_writes_refused_halfway_are_written_again_buffered(tmp_path, monkeypatch):
-    # Mocked, as above: a device that accepts O_DIRECT but refuses a write's alignment.
-    real_pwrite = os.pwrite
-    calls = []
-
-    def refusing_pwrite(fd, data, offset):
-        calls.append(offset)
-        if len(calls) == 2:
-            raise OSError(errno.EINVAL, "Invalid argument")
-        return real_pwrite(fd, data, offset)
-
-    monkeypatch.setattr(os, "pwrite", refusing_pwrite)
+@pytest.mark.usefixtures("second_write_refused")
+def test_sliced_writes_refused_halfway_are_written_again_buffered(tmp_path):
     rng = random.Random(9)
     data = rng.randbytes(3 * SLICE + 5)
     write_sliced(tmp_path / "f", data, pieces_of(data, rng), threads=1)
