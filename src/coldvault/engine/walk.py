@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,18 +44,29 @@ class Entry:
 
 
 class Excludes:
-    """A pattern without '/' matches a name anywhere ('*.tmp', '.cache'); one with '/' matches the absolute path."""
+    """A pattern without '/' matches a name anywhere ('*.tmp', '.cache'); one with '/' matches the absolute path.
+
+    Each kind is compiled into one regular expression, made of the ones fnmatch compiles for each
+    pattern: one match per entry, however many patterns a config lists.
+    """
 
     def __init__(self, patterns: list[str]) -> None:
         encoded = [os.fsencode(p.rstrip("/")) for p in patterns]
-        self._names = [p for p in encoded if b"/" not in p]
-        self._paths = [p for p in encoded if b"/" in p]
+        self._name = _any_of([p for p in encoded if b"/" not in p])
+        self._path = _any_of([p for p in encoded if b"/" in p])
 
     def __call__(self, absolute: bytes) -> bool:
-        name = os.path.basename(absolute)
-        return any(fnmatch.fnmatchcase(name, p) for p in self._names) or any(
-            fnmatch.fnmatchcase(absolute, p) for p in self._paths
+        return bool(
+            (self._name is not None and self._name(os.path.basename(absolute)))
+            or (self._path is not None and self._path(absolute))
         )
+
+
+def _any_of(patterns: list[bytes]) -> Callable[[bytes], re.Match[bytes] | None] | None:
+    """A matcher for any of the fnmatch ``patterns``; bytes are read as Latin-1, as fnmatch reads them."""
+    if not patterns:
+        return None
+    return re.compile("|".join(fnmatch.translate(p.decode("latin-1")) for p in patterns).encode("latin-1")).match
 
 
 def walk(paths: list[bytes], excludes: Excludes, one_file_system: bool, warn: Warn) -> Iterator[Entry]:
