@@ -35,7 +35,7 @@ from coldvault.repo.index import Location
 from coldvault.repo.manifest import STREAM, Snapshot
 from coldvault.repo.repository import Repository
 from coldvault.repo.tree import BLOCKDEV, CHARDEV, DIR, FIFO, FILE, SOCKET, SYMLINK, Node, check_relative_path
-from coldvault.storage.direct_io import DirectFiles, SlicedWriter
+from coldvault.storage.direct_io import DirectFiles, SlicedWriter, pwrite_all
 
 _IN_FLIGHT_BYTES = 96 << 20
 _MAX_OPEN_FILES = 200  # each file being restored holds two descriptors; stay well below the usual 1024
@@ -168,7 +168,7 @@ class _OpenFile:
             self.sliced.write(data, offset, zeros=zeros)
         elif not zeros:
             with self.write_lock:
-                _pwrite_all(self.fd, data, offset)
+                pwrite_all(self.fd, data, offset)
 
     def seal(self) -> None:
         """Every chunk is written: give the file its length and metadata (through its descriptor)."""
@@ -458,13 +458,6 @@ def _apply_metadata(node: Node, fd: int) -> None:
         os.fchown(fd, node.uid, node.gid)
     os.fchmod(fd, node.mode)
     os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
 
 
 def restore(

@@ -69,7 +69,7 @@ class DirectFiles:
                     buffer[: len(piece)] = piece
                     direct = self.write_aligned(fd, buffer, 0, len(piece), start)
                 else:
-                    _pwrite_all(fd, piece, start)
+                    pwrite_all(fd, piece, start)
             os.ftruncate(fd, len(view))  # cuts the padding of the last direct write
             os.fsync(fd)
         finally:
@@ -112,11 +112,11 @@ class DirectFiles:
         padded = _up(end)
         buffer[end:padded] = bytes(padded - end)
         try:
-            _pwrite_all(fd, memoryview(buffer)[start:padded], offset)
+            pwrite_all(fd, memoryview(buffer)[start:padded], offset)
             return True
         except OSError as exc:
             self._refused(exc, fd)
-        _pwrite_all(fd, memoryview(buffer)[start:end], offset)
+        pwrite_all(fd, memoryview(buffer)[start:end], offset)
         return False
 
     def _read_direct(self, fd: int, offset: int, length: int | None) -> bytes:
@@ -240,7 +240,7 @@ class SlicedWriter:
                 if self._direct:
                     self._direct = self._files.write_aligned(self._fd, part.buffer, start, end - start, offset + start)
                 else:
-                    _pwrite_all(self._fd, memoryview(part.buffer)[start:end], offset + start)
+                    pwrite_all(self._fd, memoryview(part.buffer)[start:end], offset + start)
         finally:
             self._files.give_back(part.buffer)
 
@@ -270,7 +270,9 @@ def data_ranges(zeros: list[tuple[int, int]], length: int) -> list[tuple[int, in
     return ranges
 
 
-def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+def pwrite_all(fd: int, data: BytesLike, offset: int) -> None:
+    """Write all of ``data`` at ``offset``; pwrite may write less than asked."""
+    view = memoryview(data)
     while view:
         written = os.pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
