@@ -157,8 +157,8 @@ class _OpenFile:
     dir_fd: int  # its own descriptor of the directory: the destination's cache moves on
     temp_name: bytes
     final_name: bytes
-    sliced: SlicedWriter | None  # for large files; small ones are written chunk by chunk
     sealed: bool = False
+    sliced: SlicedWriter | None = None  # set for large files once registered; small ones are written chunk by chunk
     # The kernel serialises writers of one file by spinning on its inode lock; waiting here sleeps instead.
     write_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -361,7 +361,7 @@ class _Restorer:
         except BaseException:
             os.close(dir_fd)
             raise
-        open_file = _OpenFile(node, fd, dir_fd, temp_name, name, None)
+        open_file = _OpenFile(node, fd, dir_fd, temp_name, name)
         self.unfinished[id(open_file)] = open_file  # from here on, a failure discards it
         if node.size >= _DIRECT_FROM:
             open_file.sliced = SlicedWriter(self.direct, fd, node.size)
