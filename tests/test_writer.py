@@ -66,3 +66,28 @@ def test_a_blob_larger_than_a_pack_gets_a_pack_of_its_own() -> None:
     repo.write_index(records)
     assert len(records) == 2
     assert repo.read_blob(BlobKind.DATA, large) == big and repo.read_blob(BlobKind.DATA, small) == b"small" * 100
+
+
+def test_chunks_stored_together_read_back_as_stored_one_by_one() -> None:
+    # store_many compresses a batch in one zstd call; what it stores must be what store() would store.
+    repo = Repository.init(MemoryStore(), Secret(b"pw"), FORMAT)
+    rng = random.Random(9)
+    chunks = [
+        b"text " * rng.randrange(1, 800),  # compresses
+        rng.randbytes(3000),  # does not: stored raw
+        b"",
+        memoryview(b"a view " * 300),
+        b"text " * 7,
+    ]
+    batch = [*chunks, chunks[0]]  # a chunk twice in one batch is stored once
+    writer = BlobWriter(repo)
+    try:
+        ids = writer.store_many(BlobKind.DATA, batch)
+        one_by_one = [writer.store(BlobKind.DATA, chunk) for chunk in batch]
+        records = writer.flush()
+    finally:
+        writer.close()
+    repo.write_index(records)
+    assert ids == one_by_one and ids[0] == ids[-1]
+    assert writer.new_chunks == len(chunks)
+    assert [repo.read_blob(BlobKind.DATA, i) for i in ids] == [bytes(c) for c in batch]

@@ -193,7 +193,7 @@ class _Run:
 
     def _store_chunks(self, batch: list[_Item]) -> list[bytes]:
         """In a worker: the ids of the batch's chunks, in order."""
-        return [self.writer.store(BlobKind.DATA, item.chunk) for item in batch if item.chunk is not None]
+        return self.writer.store_many(BlobKind.DATA, [item.chunk for item in batch if item.chunk is not None])
 
     def _consume(self, chunk_ids: object, batch: list[_Item]) -> None:
         ids = iter(chunk_ids)  # type: ignore[call-overload]

@@ -32,7 +32,13 @@ class BlobKind(IntEnum):
 def encode_blob(
     key: bytes, kind: BlobKind, chunk_id: bytes, plaintext: bytes | memoryview, compressor: zstandard.ZstdCompressor
 ) -> bytearray:
-    compressed = compressor.compress(plaintext)
+    return seal_blob(key, kind, chunk_id, plaintext, compressor.compress(plaintext))
+
+
+def seal_blob(
+    key: bytes, kind: BlobKind, chunk_id: bytes, plaintext: bytes | memoryview, compressed: bytes | memoryview
+) -> bytearray:
+    """``compressed`` is the plaintext as one zstd frame declaring its length, compressed by the caller."""
     payload = compressed if len(compressed) < len(plaintext) else plaintext
     return seal(key, payload, _aad(kind, chunk_id))
 

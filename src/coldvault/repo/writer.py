@@ -11,12 +11,12 @@ pack buffers of file data, never more, whatever the speed of the target.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import zstandard
 
-from coldvault.repo.blob import BlobKind, encode_blob
+from coldvault.repo.blob import BlobKind, seal_blob
 from coldvault.repo.index import PackRecord
 from coldvault.repo.pack import PackBuilder
 from coldvault.repo.repository import Repository
@@ -55,18 +55,38 @@ class BlobWriter:
 
     def store(self, kind: BlobKind, plaintext: bytes | memoryview) -> bytes:
         """Return the chunk id; seal and pack the chunk only if the repository lacks it."""
-        chunk_id = self._repo.subkeys.chunk_id(plaintext)
+        return self.store_many(kind, [plaintext])[0]
+
+    def store_many(self, kind: BlobKind, plaintexts: Sequence[bytes | memoryview]) -> list[bytes]:
+        """The chunk ids, in order; each chunk the repository lacks is sealed and packed."""
+        chunk_ids = [self._repo.subkeys.chunk_id(plaintext) for plaintext in plaintexts]
+        new = [i for i, chunk_id in enumerate(chunk_ids) if self._claim(kind, chunk_id)]
+        compressed = self._compress([plaintexts[i] for i in new])
+        for i, frame in zip(new, compressed, strict=True):
+            blob = seal_blob(self._repo.subkeys.data, kind, chunk_ids[i], plaintexts[i], frame)
+            self._add(kind, chunk_ids[i], blob, len(plaintexts[i]))
+        return chunk_ids
+
+    def _claim(self, kind: BlobKind, chunk_id: bytes) -> bool:
+        """Whether the caller is to store the chunk: the repository lacks it and nobody else claimed it."""
         location = self._known.lookup_live(kind, chunk_id)
         if location is not None:
             self.referenced.add(location.pack)
-            return chunk_id
+            return False
         with self._lock:
             if (kind, chunk_id) in self._claimed:
-                return chunk_id
+                return False
             self._claimed.add((kind, chunk_id))
-        blob = encode_blob(self._repo.subkeys.data, kind, chunk_id, plaintext, self._compressor())
-        self._add(kind, chunk_id, blob, len(plaintext))
-        return chunk_id
+        return True
+
+    def _compress(self, plaintexts: list[bytes | memoryview]) -> Sequence[bytes | memoryview]:
+        compressor = self._compressor()
+        if len(plaintexts) < 2:
+            return [compressor.compress(plaintext) for plaintext in plaintexts]
+        # Many chunks (small files) in one call, which lets go of the GIL once for all of them instead of
+        # once per chunk: each time a worker takes the GIL back, the reading thread may wait for it.
+        # The frames are those compress() makes, byte for byte.
+        return [memoryview(frame) for frame in compressor.multi_compress_to_buffer(plaintexts, threads=1)]
 
     def reuse(self, kind: BlobKind, chunk_ids: Iterable[bytes]) -> bool:
         """Whether every chunk is already stored; if so, they count as given to this writer."""
