@@ -119,10 +119,15 @@ class FormatConfig(_Strict):
         return self
 
 
+# 2, not zstd's own 3: on the bench tree level 3 costs ~25% more CPU per compressible byte for ~1%
+# less storage (docs/BENCHMARKS.md, "Compression level"), and a backup runs on production hosts.
+DEFAULT_COMPRESSION_LEVEL = 2
+
+
 class RepositoryConfig(_Strict):
     passphrase_file: ExpandedPath | None = None
     state_dir: ExpandedPath | None = None
-    compression_level: int = Field(default=3, ge=1, le=19)
+    compression_level: int = Field(default=DEFAULT_COMPRESSION_LEVEL, ge=1, le=19)
     workers: int | None = Field(default=None, ge=1, le=64)
     # How many targets must hold a snapshot for its backup to count as complete; None means all.
     min_targets: int | None = Field(default=None, ge=1)

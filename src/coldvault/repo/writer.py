@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import zstandard
 
+from coldvault.config.model import DEFAULT_COMPRESSION_LEVEL
 from coldvault.repo.blob import BlobKind, seal_blob
 from coldvault.repo.index import PackRecord
 from coldvault.repo.pack import PackBuilder
@@ -28,7 +29,7 @@ class BlobWriter:
         self,
         repo: Repository,
         *,
-        compression_level: int = 3,
+        compression_level: int = DEFAULT_COMPRESSION_LEVEL,
         uploads_in_flight: int = 1,
         before_upload: Callable[[PackRecord], None] | None = None,
     ) -> None:
