@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,6 +28,7 @@ from hypothesis import strategies as st
 
 from coldvault.config import FormatConfig, Secret, Source, parse_config
 from coldvault.engine import backup as backup_module
+from coldvault.engine import restore as restore_module
 from coldvault.engine.backup import BackupOptions, backup
 from coldvault.engine.progress import SilentProgress
 from coldvault.engine.restore import restore, restore_to_stream
@@ -350,6 +352,50 @@ def test_a_full_disk_during_a_large_file_leaves_nothing_behind(
     with pytest.raises(DestinationError, match="No space left"):
         run_restore(repo, snapshot, dest)
     assert [p for p in dest.rglob("*") if not p.is_dir()] == []  # no file, no .partial left
+
+
+@pytest.mark.parametrize("filesystem", ["unnamed files", "no unnamed files", "no /proc"])
+def test_files_appear_only_whole_unnamed_or_under_a_temporary_name(
+    repo: Repository, tmp_path: Path, filesystem: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Files are made unnamed (O_TMPFILE) and linked into place through /proc; where the filesystem
+    # has no unnamed files, or there is no /proc, they are made under a temporary name and renamed.
+    # Mocked: both refusals, which this machine's filesystems and mounts cannot produce on demand.
+    if filesystem == "no unnamed files":
+        real_open = os.open
+
+        def refusing_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+            if flags & os.O_TMPFILE == os.O_TMPFILE:
+                raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", refusing_open)
+    elif filesystem == "no /proc":
+        monkeypatch.setattr(restore_module, "_OPEN_FILES_DIR", str(tmp_path / "no-proc"))
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    rng = random.Random(21)
+    for i in range(30):
+        (src / f"f{i}").write_bytes(rng.randbytes(rng.randrange(0, 40_000)))
+    (src / "sub" / "large").write_bytes(rng.randbytes(3 << 20))
+    os.link(src / "f1", src / "sub" / "link-to-f1")
+    snapshot = run_backup(repo, tree_source(unique("unnamed"), src))
+    dest = tmp_path / "dest"
+    run_restore(repo, snapshot, dest)
+    assert state(under(dest, src)) == state(src)
+    assert not [p for p in dest.rglob("*") if b".partial" in os.fsencode(p.name)]
+
+
+def test_a_name_taken_while_a_file_was_written_is_replaced(tmp_path: Path) -> None:
+    # As a rename replaces it; an unnamed file cannot be linked over an existing name.
+    node = Node(path=b"taken", type=FILE, size=5)
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(".", os.O_WRONLY | os.O_TMPFILE, 0o600, dir_fd=dir_fd)
+    os.write(fd, b"whole")
+    (tmp_path / "taken").write_bytes(b"what another program put there")
+    restore_module._OpenFile(node, fd, dir_fd, b".temp.partial", b"taken", named=False).publish()
+    assert (tmp_path / "taken").read_bytes() == b"whole"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 
 
 def direct_io_here(folder: Path) -> bool:
