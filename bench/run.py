@@ -608,6 +608,18 @@ def throughput_ratio(summary, phase, peer):
     return ours["mb_per_s"] / theirs["mb_per_s"]
 
 
+def ratios_by_repetition(runs, phase, peer):
+    """coldvault's throughput over the peer's in each repetition where both have the phase: the tools
+    take turns within a repetition, so each pair ran under the same conditions."""
+    figures = {(run["repetition"], run["tool"]): run["phases"].get(phase) for run in runs}
+    ratios = []
+    for repetition in sorted({run["repetition"] for run in runs}):
+        ours, theirs = figures.get((repetition, "coldvault")), figures.get((repetition, peer))
+        if ours and theirs and theirs["mb_per_s"]:
+            ratios.append(ours["mb_per_s"] / theirs["mb_per_s"])
+    return ratios
+
+
 def phase_row_target(summary, phase, name, ratio):
     if name == "coldvault":
         figures = summary[name]["phases"].get(phase)
@@ -621,7 +633,7 @@ def phase_row_target(summary, phase, name, ratio):
     return f">= {goal:.2f}x: {verdict(at_least(ratio, goal))}"
 
 
-def print_phase_table(summary, phase):
+def print_phase_table(summary, runs, phase):
     print(f"\n== {PHASES[phase]} ==")
     print(f"{'tool':<10} {'wall s':>9} {'MB/s':>9} {'CPU s':>9} {'peak RSS MiB':>13} {'coldvault/peer':>15}  target")
     for name, tool_summary in summary.items():
@@ -635,6 +647,9 @@ def print_phase_table(summary, phase):
             f"{name:<10} {figures['wall_s']:>9.2f} {figures['mb_per_s']:>9.1f} {figures['cpu_s']:>9.2f} "
             f"{figures['peak_rss_mib']:>13.1f} {ratio_cell:>15}  {phase_row_target(summary, phase, name, ratio)}"
         )
+        each = ratios_by_repetition(runs, phase, name) if name != "coldvault" else []
+        if len(each) > 1:
+            print(f"{'':<10} {'per repetition:':>42} {', '.join(ratio_text(r) for r in each)}")
 
 
 def print_repo_size_table(summary):
@@ -744,7 +759,7 @@ def main(argv=None):
 
     summary = medians(runs, [tool.name for tool in tools])
     for phase in PHASES:
-        print_phase_table(summary, phase)
+        print_phase_table(summary, runs, phase)
     print_repo_size_table(summary)
 
     results_path = work / "results.json"
