@@ -25,7 +25,7 @@ from pathlib import Path
 import zstandard
 
 from coldvault.config.model import FormatConfig
-from coldvault.repo.blob import BlobKind, encode_blob
+from coldvault.repo.blob import BlobKind, seal_blob
 from coldvault.repo.chunker import ChunkerParams
 
 _ID_KEY = bytes(range(32))
@@ -53,7 +53,8 @@ def seal_files(files: list[bytes], params: ChunkerParams, level: int) -> int:
     for data in files:
         for chunk in chunker.cut_buf(data):
             chunk_id = blake3.blake3(chunk.data, key=_ID_KEY).digest()
-            stored += len(encode_blob(_DATA_KEY, BlobKind.DATA, chunk_id, chunk.data, compressor))
+            sealed = seal_blob(_DATA_KEY, BlobKind.DATA, chunk_id, chunk.data, compressor.compress(chunk.data))
+            stored += len(sealed)
     return stored
 
 

@@ -13,7 +13,7 @@ import zstandard
 from coldvault.config.secret import Secret
 from coldvault.errors import IntegrityError
 from coldvault.repo import envelope
-from coldvault.repo.blob import BlobKind, decode_blob, encode_blob
+from coldvault.repo.blob import BlobKind, decode_blob, seal_blob
 from coldvault.repo.crypto import SEAL_OVERHEAD, Subkeys, seal, unseal
 from coldvault.repo.envelope import EnvelopeType
 from coldvault.storage.handle import object_name, verify_object
@@ -169,29 +169,29 @@ def test_verify_object() -> None:
 def test_blob_round_trip_compressible(subkeys: Subkeys, compressor: zstandard.ZstdCompressor) -> None:
     plaintext = b"compress me please " * 1000
     cid = subkeys.chunk_id(plaintext)
-    blob = encode_blob(subkeys.data, BlobKind.DATA, cid, plaintext, compressor)
+    blob = seal_blob(subkeys.data, BlobKind.DATA, cid, plaintext, compressor.compress(plaintext))
     assert len(blob) < len(plaintext) // 10
     assert decode_blob(subkeys.data, BlobKind.DATA, cid, blob, len(plaintext)) == plaintext
 
 
 def test_blob_round_trip_incompressible_is_stored_raw(subkeys: Subkeys, compressor: zstandard.ZstdCompressor) -> None:
     plaintext = random.Random(3).randbytes(50_000)
-    cid = subkeys.chunk_id(plaintext)
-    blob = encode_blob(subkeys.data, BlobKind.DATA, cid, memoryview(plaintext), compressor)
+    cid, view = subkeys.chunk_id(plaintext), memoryview(plaintext)
+    blob = seal_blob(subkeys.data, BlobKind.DATA, cid, view, compressor.compress(view))
     assert len(blob) == len(plaintext) + SEAL_OVERHEAD  # the chunk itself, sealed: no zstd frame
     assert decode_blob(subkeys.data, BlobKind.DATA, cid, blob, len(plaintext)) == plaintext
 
 
 def test_empty_blob_round_trip(subkeys: Subkeys, compressor: zstandard.ZstdCompressor) -> None:
     cid = subkeys.chunk_id(b"")
-    blob = encode_blob(subkeys.data, BlobKind.TREE, cid, b"", compressor)
+    blob = seal_blob(subkeys.data, BlobKind.TREE, cid, b"", compressor.compress(b""))
     assert decode_blob(subkeys.data, BlobKind.TREE, cid, blob, 0) == b""
 
 
 def test_tampered_blob_fails(subkeys: Subkeys, compressor: zstandard.ZstdCompressor) -> None:
     plaintext = b"abc" * 100
     cid = subkeys.chunk_id(plaintext)
-    blob = encode_blob(subkeys.data, BlobKind.DATA, cid, plaintext, compressor)
+    blob = seal_blob(subkeys.data, BlobKind.DATA, cid, plaintext, compressor.compress(plaintext))
     for bit in range(0, len(blob) * 8, 7):
         with pytest.raises(IntegrityError):
             decode_blob(subkeys.data, BlobKind.DATA, cid, flip(blob, bit), len(plaintext))
@@ -200,7 +200,7 @@ def test_tampered_blob_fails(subkeys: Subkeys, compressor: zstandard.ZstdCompres
 def test_blob_bound_to_kind_and_chunk_id(subkeys: Subkeys, compressor: zstandard.ZstdCompressor) -> None:
     plaintext = b"listing line\n" * 10
     cid = subkeys.chunk_id(plaintext)
-    blob = encode_blob(subkeys.data, BlobKind.TREE, cid, plaintext, compressor)
+    blob = seal_blob(subkeys.data, BlobKind.TREE, cid, plaintext, compressor.compress(plaintext))
     with pytest.raises(IntegrityError):
         decode_blob(subkeys.data, BlobKind.DATA, cid, blob, len(plaintext))
     with pytest.raises(IntegrityError):
@@ -215,7 +215,7 @@ def test_blob_with_wrong_raw_length_fails(
 ) -> None:
     plaintext = b"z" * 10_000 if compressible else random.Random(5).randbytes(10_000)
     cid = subkeys.chunk_id(plaintext)
-    blob = encode_blob(subkeys.data, BlobKind.DATA, cid, plaintext, compressor)
+    blob = seal_blob(subkeys.data, BlobKind.DATA, cid, plaintext, compressor.compress(plaintext))
     for raw_length in (0, 100, 9_999, 10_001):
         with pytest.raises(IntegrityError):
             decode_blob(subkeys.data, BlobKind.DATA, cid, blob, raw_length)

@@ -29,12 +29,6 @@ class BlobKind(IntEnum):
     TREE = 1
 
 
-def encode_blob(
-    key: bytes, kind: BlobKind, chunk_id: bytes, plaintext: bytes | memoryview, compressor: zstandard.ZstdCompressor
-) -> bytearray:
-    return seal_blob(key, kind, chunk_id, plaintext, compressor.compress(plaintext))
-
-
 def seal_blob(
     key: bytes, kind: BlobKind, chunk_id: bytes, plaintext: bytes | memoryview, compressed: bytes | memoryview
 ) -> bytearray:
