@@ -55,11 +55,13 @@ class World:
     def write(self, name: str, size: int = 20_000) -> None:
         (self.tree / name).write_bytes(self.rng.randbytes(size))
 
-    def backup(self, repo: Repository | None = None, *, workers: int = 2) -> Snapshot:
-        """``workers=1`` stores chunks in the order of the walk, so a test can tell which share a pack."""
-        repo = repo or self.fresh()
+    def backup(self, repo: Repository | None = None, *, workers: int = 2, replicas: Replicas | None = None) -> Snapshot:
+        """``workers=1`` stores chunks in the order of the walk, so a test can tell which share a pack;
+        ``replicas`` are the targets it reaches (all by default)."""
+        replicas = replicas or self.replicas
+        repo = repo or Repository.open(replicas, recovery_key=self.repo.master_key, clock=self.clock)
         options = BackupOptions(workers=workers, compression_level=1)
-        snapshot = backup(repo, self.source, options, SilentProgress(), replicas=self.replicas).snapshot
+        snapshot = backup(repo, self.source, options, SilentProgress(), replicas=replicas).snapshot
         self.expected[snapshot.id] = {p.name: p.read_bytes() for p in self.tree.iterdir()}
         return snapshot
 

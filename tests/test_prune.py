@@ -15,6 +15,7 @@ from prune_world import LOCK_DAYS, World
 from coldvault.engine.lease import Lease
 from coldvault.engine.locks import References
 from coldvault.engine.prune import RepackOptions
+from coldvault.engine.replicas import Replicas
 from coldvault.engine.retention import Policy
 from coldvault.errors import RepositoryError
 from coldvault.repo.session import RUNNING, SessionMarker
@@ -78,6 +79,26 @@ def test_a_backup_running_across_a_prune_keeps_the_packs_it_reuses(world: World)
     world.assert_sound()
     world.clock.advance(hours=2)
     world.prune()  # the packs are referenced again: indexed anew, kept
+    world.assert_sound()
+
+
+def test_garbage_goes_while_a_backup_has_reached_one_target_only(world: World) -> None:
+    world.write("old")
+    first = world.backup()
+    (world.tree / "old").unlink()
+    world.write("new")
+    world.clock.advance(days=LOCK_DAYS + 1)
+    # The prune lists the targets while a backup is storing its snapshot target by target.
+    second = world.backup(replicas=Replicas(world.stores[:1]))
+    world.repo.forget([first.id], host="h", username="u")
+    only_first = References(world.fresh()).packs(first) - References(world.fresh()).packs(second)
+    world.clock.advance(minutes=1)
+
+    pruned = world.prune()
+
+    for target in ("a", "b"):
+        assert {str(h) for h in only_first} | {f"snapshots/{first.id}"} <= set(pruned.deleted[target])
+    assert f"snapshots/{second.id}" not in pruned.deleted["a"]
     world.assert_sound()
 
 

@@ -222,7 +222,7 @@ class _Needs:
 
     def held(self, manifests: frozenset[str]) -> set[Chunk]:
         """Of the retained snapshots among ``manifests``; read again only for a target that lacks some."""
-        ids = manifests & self._retained.keys()
+        ids = manifests.intersection(self._retained)  # a frozenset: `frozenset & dict.keys()` is a set
         if ids == self._retained.keys():
             return self.all
         if ids not in self._held:
