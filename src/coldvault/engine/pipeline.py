@@ -33,8 +33,12 @@ class OrderedPipeline(Generic[Tag]):
         self._queue: deque[tuple[Future[object], int, Tag]] = deque()
         self._bytes = 0
 
+    def has_room(self, weight: int) -> bool:
+        """Whether a task of ``weight`` would be submitted without waiting for an older one."""
+        return not self._queue or (self._bytes + weight <= self._max_bytes and len(self._queue) < self._max_items)
+
     def submit(self, fn: Callable[..., object], *args: object, tag: Tag, weight: int = 0) -> None:
-        while self._queue and (self._bytes + weight > self._max_bytes or len(self._queue) >= self._max_items):
+        while not self.has_room(weight):
             self.consume_oldest()
         self._queue.append((self._executor.submit(fn, *args), weight, tag))
         self._bytes += weight
