@@ -24,7 +24,7 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,20 +40,22 @@ from coldvault.repo.repository import Repository
 from coldvault.repo.tree import BLOCKDEV, CHARDEV, DIR, FIFO, FILE, SOCKET, SYMLINK, Node, check_relative_path
 from coldvault.storage.direct_io import DirectFiles, SlicedWriter, pwrite_all
 
-_IN_FLIGHT_BYTES = 96 << 20
+_IN_FLIGHT_BYTES = 96 << 20  # per lane (see _Restorer)
 _MAX_OPEN_FILES = 200  # each file being restored holds two descriptors; stay well below the usual 1024
+_MAX_LARGE_READS = 16  # a read ends at most a few large files: together well below the limit above
 # Chunks lying close together in a pack (small files backed up one after another, or the run of a
 # large file) are fetched with one range read of up to _READ_SIZE, skipping at most _READ_GAP bytes of
 # blobs nobody asked for: one request instead of one per chunk, which is what a restore of many small
 # files from a cloud waits on.
 _READ_SIZE = 4 << 20
 _READ_GAP = 256 << 10
-# Files from this size on are written around the page cache (storage.direct_io), in aligned slices:
-# their bytes are not read again soon, a restore should not evict the host's working set, and
-# copying into freshly allocated cache pages is the largest cost of a restore on a virtual machine
-# that hands free memory back to its host.  Smaller files are buffered: a direct write waits for
-# the device, which costs more than it saves for a few pages.
-_DIRECT_FROM = 1 << 20
+# Files from this size on are large: restored ahead of the listing (see _Restorer) and written around
+# the page cache (storage.direct_io), in aligned slices: their bytes are not read again soon, a
+# restore should not evict the host's working set, and copying into freshly allocated cache pages
+# is the largest cost of a restore on a virtual machine that hands free memory back to its host.
+# Smaller files are buffered: a direct write waits for the device, which costs more than it saves
+# for a few pages.
+_LARGE_FROM = 1 << 20
 _AS_ROOT = os.geteuid() == 0
 _OPEN_FILES_DIR = "/proc/self/fd"
 
@@ -93,6 +95,8 @@ class _Destination:
         root.mkdir(parents=True, exist_ok=True)
         self._root = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
         self._cached: tuple[bytes, int] | None = None
+        with os.scandir(self._root) as entries:
+            self.was_empty = next(entries, None) is None
 
     def close(self) -> None:
         self._drop_cache()
@@ -230,9 +234,9 @@ class _Write:
 @dataclass
 class _Read:
     """Chunks of one pack that one worker fetches with one range read and writes into their files; the
-    files all of whose chunks are in this read, which that worker seals too; and, in listing order,
-    every file whose last chunk is planned here, renamed into place when the read is consumed.  Only
-    the main thread creates and renames: on a filesystem slow to create files, workers changing the
+    files all of whose chunks are in this read, which that worker seals too; and, in the lane's order,
+    every file whose last chunk is planned here, linked into place when the read is consumed.  Only
+    the main thread creates and links: on a filesystem slow to create files, workers changing the
     same directory would spin on its lock."""
 
     writes: list[_Write] = field(default_factory=list)
@@ -256,29 +260,99 @@ def _joins(first: Location, last: Location, location: Location) -> bool:
     )
 
 
+class _Lane:
+    """Files restored in one order: the read being planned, a pipeline whose own workers write the
+    reads, and, on the main thread and in that order, the files linked into place once whole."""
+
+    def __init__(self, name: str, workers: int, max_reads: int, progress: Progress, result: RestoreResult) -> None:
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix=f"coldvault-restore-{name}")
+        self.pipeline: OrderedPipeline[_Read] = OrderedPipeline(
+            self.pool, self._consume, max_bytes=_IN_FLIGHT_BYTES, max_items=max_reads
+        )
+        self.read = _Read()  # being planned
+        self.unfinished: dict[int, _OpenFile] = {}  # opened and not yet published or discarded
+        self.progress = progress
+        self.result = result
+
+    def take_read(self) -> _Read:
+        read, self.read = self.read, _Read()
+        return read
+
+    def close(self) -> None:
+        """After a failure or at the end: nothing runs or stays open."""
+        self.pipeline.cancel()
+        # Wait for running writes before closing their descriptors: a closed number can be
+        # reused by the next open, and a late write would land in the wrong file.
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        for open_file in self.unfinished.values():
+            open_file.discard()
+        self.unfinished.clear()
+
+    def _consume(self, _: object, read: _Read) -> None:
+        """On the main thread, in the lane's order, once the read's chunks are written."""
+        self.progress.advance(read.bytes)
+        for file in read.ends:
+            del self.unfinished[id(file)]
+            try:
+                with _destination_errors(file.node.path):
+                    if not file.sealed:  # its chunks span reads: every one is written now
+                        file.seal()
+                    file.publish()
+            except BaseException:
+                file.discard()
+                raise
+            self.result.files += 1
+            self.result.bytes += file.node.size
+            self.progress.advance(0, files=1)
+
+
+def _goes_ahead(node: Node) -> bool:
+    """Large files without hard links are restored ahead of the listing; a hard link waits for its
+    group's first file to be in place, so those keep the listing's order."""
+    return node.type == FILE and node.size >= _LARGE_FROM and node.link_group is None
+
+
+def _in_order(nodes: Iterable[Node]) -> Iterator[Node]:
+    """The nodes, refusing a listing out of order: strictly increasing by components, as every writer
+    emits them, which alone rules out duplicate entries and a file and a directory claiming one name."""
+    previous: list[bytes] = []
+    for node in nodes:
+        key = node.path.split(b"/")
+        if key <= previous:
+            raise IntegrityError(f"the snapshot's listing is out of order at {os.fsdecode(node.path)!r}")
+        previous = key
+        yield node
+
+
 class _Restorer:
+    """Restores the listing in two lanes when the destination starts empty.  The main thread creates
+    and links every file, which for small files is bound by Python (one core, ~100 µs a file) while
+    the workers wait; for large files it is the other way round.  So large files are taken from a
+    second pass over the listing and restored ahead, whenever their lane has room, between the
+    entries of the first: their reads keep the other core and the device busy meanwhile.  Each lane
+    has its own workers, so that a small file's read never queues behind a large one's.  Into a
+    destination that holds something already, everything keeps the listing's order, where each
+    directory entry clears what is in its way before anything is created below it."""
+
     def __init__(self, repo: Repository, dest: Path, workers: int, progress: Progress) -> None:
         self.repo = repo
         self.progress = progress
         self.dest = _Destination(dest)
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="coldvault-restore")
-        self.pipeline: OrderedPipeline[_Read] = OrderedPipeline(
-            self.pool, self._consume, max_bytes=_IN_FLIGHT_BYTES, max_items=_MAX_OPEN_FILES
-        )
-        self.read = _Read()  # being planned
-        self.unfinished: dict[int, _OpenFile] = {}  # opened and not yet published or discarded
+        self.result = RestoreResult()
+        self.listed = _Lane("listed", workers, _MAX_OPEN_FILES, progress, self.result)
+        self.large = _Lane("large", workers, _MAX_LARGE_READS, progress, self.result)
+        self.waiting: _Read | None = None  # the large lane's next read, when it had no room
         self.dirs: list[Node] = []
         self.links: dict[int, bytes] = {}
         # Directories this restore created: nothing stands in them that would need clearing first (the
         # listing names each entry once), which saves a lookup per file.  Whatever another program
-        # puts there meanwhile is still never followed: creating refuses an existing name, renaming
+        # puts there meanwhile is still never followed: creating refuses an existing name, linking
         # replaces it.
         self.made: set[bytes] = set()
         self.temp_prefix = b".coldvault-" + secrets.token_hex(8).encode() + b"-"
         # An unnamed file gets its name through /proc (see _by_descriptor); without /proc, names first.
         self.unnamed_files = os.path.isdir(_OPEN_FILES_DIR)
         self.temp_count = itertools.count()
-        self.result = RestoreResult()
         self.zeros = bytes(repo.format.chunker.max_size)
         self.direct = DirectFiles()
 
@@ -286,20 +360,23 @@ class _Restorer:
         self.result.warnings.append(message)
         self.progress.warn(message)
 
-    def run(self, nodes: Iterable[Node]) -> RestoreResult:
+    def run(self, listing: Callable[[], Iterable[Node]]) -> RestoreResult:
+        """``listing`` gives the entries afresh on each call (the large lane reads them a second time)."""
         try:
-            previous: list[bytes] = []
-            for node in nodes:
-                # Strictly increasing by components, as every writer emits them: this alone rules out
-                # duplicate entries and a file and a directory claiming the same name.
-                key = node.path.split(b"/")
-                if key <= previous:
-                    raise IntegrityError(f"the snapshot's listing is out of order at {os.fsdecode(node.path)!r}")
-                previous = key
+            ahead = self.dest.was_empty
+            large_reads = self._large_reads(n for n in _in_order(listing()) if _goes_ahead(n)) if ahead else None
+            for node in _in_order(listing()):
+                if large_reads is not None:
+                    if _goes_ahead(node):
+                        continue
+                    self._feed(large_reads, wait=False)
                 with _destination_errors(node.path):
                     self._restore(node)
-            self._submit_read()
-            self.pipeline.drain()
+            self._submit(self.listed, self.listed.take_read())
+            if large_reads is not None:
+                self._feed(large_reads, wait=True)
+            self.listed.pipeline.drain()
+            self.large.pipeline.drain()
             for node in reversed(self.dirs):  # children first: writing into a directory changes its mtime
                 with _destination_errors(node.path):
                     fd = self.dest.open_dir(node.path)
@@ -308,15 +385,36 @@ class _Restorer:
                     finally:
                         os.close(fd)
         finally:
-            self.pipeline.cancel()
-            # Wait for running writes before closing their descriptors: a closed number can be
-            # reused by the next open, and a late write would land in the wrong file.
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            for open_file in self.unfinished.values():
-                open_file.discard()
+            self.listed.close()
+            self.large.close()
             self.dest.close()
             self.direct.close()
         return self.result
+
+    def _feed(self, reads: Iterator[_Read], *, wait: bool) -> None:
+        """Submit the large lane's reads while it has room; with ``wait``, every one that is left."""
+        lane = self.large
+        lane.pipeline.poll()
+        while True:
+            if self.waiting is None:
+                self.waiting = next(reads, None)
+                if self.waiting is None:
+                    return
+            if not wait and not lane.pipeline.has_room(self.waiting.bytes):
+                return
+            read, self.waiting = self.waiting, None
+            self._submit(lane, read)
+
+    def _large_reads(self, nodes: Iterator[Node]) -> Iterator[_Read]:
+        """The large files' reads; each file is created (with the directories above it) when its
+        first read is asked for."""
+        lane = self.large
+        for node in nodes:
+            folder, _, name = node.path.rpartition(b"/")
+            with _destination_errors(node.path):
+                file = self._open(lane, node, self.dest.open_dir(folder), name)
+            yield from self._plan(lane, file)
+        yield lane.take_read()
 
     def _restore(self, node: Node) -> None:
         parent, name = self.dest.parent(node.path)
@@ -324,7 +422,7 @@ class _Restorer:
             try:
                 os.mkdir(name, 0o700, dir_fd=parent)
                 self.made.add(node.path)
-            except FileExistsError:
+            except FileExistsError:  # from an earlier restore, or made for a large file restored ahead
                 if not stat.S_ISDIR(os.lstat(name, dir_fd=parent).st_mode):
                     _clear(name, parent)
                     os.mkdir(name, 0o700, dir_fd=parent)
@@ -359,9 +457,10 @@ class _Restorer:
             self.warn(f"{os.fsdecode(node.path)}: sockets cannot be restored; skipped")
 
     def _restore_file(self, node: Node, parent: int, name: bytes) -> None:
+        lane = self.listed
         if node.link_group is not None and node.link_group in self.links:
-            self._submit_read()  # the leader must be in place under its real name; hard links are rare
-            self.pipeline.drain()
+            self._submit(lane, lane.take_read())  # the leader must be in place under its real name; hard links are rare
+            lane.pipeline.drain()
             leader = self.links[node.link_group]
             leader_dir = self.dest.open_dir(leader.rpartition(b"/")[0])
             try:
@@ -374,23 +473,28 @@ class _Restorer:
                 self.warn(f"{os.fsdecode(node.path)}: hard link failed ({exc.strerror}); restored as a copy")
             finally:
                 os.close(leader_dir)
-        while len(self.unfinished) >= _MAX_OPEN_FILES:
-            self._submit_read()
-            self.pipeline.consume_oldest()
+        while len(lane.unfinished) >= _MAX_OPEN_FILES:
+            self._submit(lane, lane.take_read())
+            lane.pipeline.consume_oldest()
+        open_file = self._open(lane, node, os.dup(parent), name)
+        if node.link_group is not None:
+            self.links[node.link_group] = node.path
+        for read in self._plan(lane, open_file):
+            self._submit(lane, read)
+
+    def _open(self, lane: _Lane, node: Node, dir_fd: int, name: bytes) -> _OpenFile:
+        """A new file for ``node`` in the directory ``dir_fd`` (which it takes over), held by ``lane``."""
         temp_name = self.temp_prefix + str(next(self.temp_count)).encode() + b".partial"
-        dir_fd = os.dup(parent)
         try:
             fd, named = self._create(temp_name, dir_fd)
         except BaseException:
             os.close(dir_fd)
             raise
         open_file = _OpenFile(node, fd, dir_fd, temp_name, name, named)
-        self.unfinished[id(open_file)] = open_file  # from here on, a failure discards it
-        if node.size >= _DIRECT_FROM:
+        lane.unfinished[id(open_file)] = open_file  # from here on, a failure discards it
+        if node.size >= _LARGE_FROM:
             open_file.sliced = SlicedWriter(self.direct, fd, node.size)
-        if node.link_group is not None:
-            self.links[node.link_group] = node.path
-        self._plan(open_file)
+        return open_file
 
     def _create(self, temp_name: bytes, dir_fd: int) -> tuple[int, bool]:
         """A new file in the directory, and whether it has a name: unnamed where the filesystem allows
@@ -406,34 +510,33 @@ class _Restorer:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         return os.open(temp_name, flags, 0o600, dir_fd=dir_fd), True
 
-    def _plan(self, file: _OpenFile) -> None:
-        """Add the file's chunks to reads (each chunk's place in the file is known up front from the
-        index: workers write anywhere), then its end."""
-        node, offset, first_read = file.node, 0, self.read
+    def _plan(self, lane: _Lane, file: _OpenFile) -> Iterator[_Read]:
+        """Add the file's chunks to the lane's reads (each chunk's place in the file is known up front
+        from the index: workers write anywhere), then its end; yields each read that is full."""
+        node, offset, first_read = file.node, 0, lane.read
         for chunk_id in node.chunks:
             try:
                 location = self.repo.locate(BlobKind.DATA, chunk_id)
             except IntegrityError as exc:
                 raise IntegrityError(f"{os.fsdecode(node.path)}: {exc}") from None
-            if not self.read.takes(location):
-                self._submit_read()
-            self.read.writes.append(_Write(file, chunk_id, offset, location))
-            self.read.bytes += location.raw_length
+            if not lane.read.takes(location):
+                yield lane.take_read()
+            lane.read.writes.append(_Write(file, chunk_id, offset, location))
+            lane.read.bytes += location.raw_length
             offset += location.raw_length  # each chunk is verified to be as long as the index says
         if offset != node.size:
             raise IntegrityError(
                 f"{os.fsdecode(node.path)}: chunks add up to {offset} bytes, the listing says {node.size}"
             )
-        if self.read is first_read:
-            self.read.complete.append(file)
-        self.read.ends.append(file)
+        if lane.read is first_read:
+            lane.read.complete.append(file)
+        lane.read.ends.append(file)
 
-    def _submit_read(self) -> None:
-        read, self.read = self.read, _Read()
+    def _submit(self, lane: _Lane, read: _Read) -> None:
         if read.writes or read.complete:
-            self.pipeline.submit(self._write_chunks, read, weight=read.bytes, tag=read)
+            lane.pipeline.submit(self._write_chunks, read, weight=read.bytes, tag=read)
         elif read.ends:
-            self.pipeline.put(None, read)
+            lane.pipeline.put(None, read)
 
     def _write_chunks(self, read: _Read) -> None:
         """In a worker: fetch the chunks with one range read, verify each and write it at its offset;
@@ -452,23 +555,6 @@ class _Restorer:
         # which would cost a copy of every chunk where almost none is zeros.
         head = data[:64]
         return head == self.zeros[: len(head)] and len(data) <= len(self.zeros) and data == self.zeros[: len(data)]
-
-    def _consume(self, _: object, read: _Read) -> None:
-        """On the main thread, in listing order, once the read's chunks are written."""
-        self.progress.advance(read.bytes)
-        for file in read.ends:
-            del self.unfinished[id(file)]
-            try:
-                with _destination_errors(file.node.path):
-                    if not file.sealed:  # its chunks span reads: every one is written now
-                        file.seal()
-                    file.publish()
-            except BaseException:
-                file.discard()
-                raise
-            self.result.files += 1
-            self.result.bytes += file.node.size
-            self.progress.advance(0, files=1)
 
     def _apply_metadata_at(self, node: Node, parent: int, name: bytes) -> None:
         if _AS_ROOT:
@@ -503,7 +589,7 @@ def restore(
     progress.start(f"restore {snapshot.id[:8]}", snapshot.summary.get("bytes"))
     with _destination_errors(b""):
         restorer = _Restorer(repo, dest, workers, progress)
-    result = restorer.run(select_nodes(repo.listing(snapshot), path))
+    result = restorer.run(lambda: select_nodes(repo.listing(snapshot), path))
     progress.finish()
     return result
 
