@@ -1010,8 +1010,9 @@ def everything_under(path: Path) -> set[str]:
     ],
     ids=["absolute", "nested", "relative", "dotdot"],
 )
+@pytest.mark.parametrize("payload", [b"owned!", b"owned!" * 200_000], ids=["small", "large"])  # large: restored ahead
 def test_symlink_then_file_below_it_cannot_escape(
-    repo: Repository, tmp_path: Path, link_path: bytes, target_of: Callable[[Path], bytes]
+    repo: Repository, tmp_path: Path, link_path: bytes, target_of: Callable[[Path], bytes], payload: bytes
 ) -> None:
     outside, dest = tmp_path / "outside", tmp_path / "dest"
     outside.mkdir()
@@ -1020,7 +1021,7 @@ def test_symlink_then_file_below_it_cannot_escape(
         Node(link_path, SYMLINK, 0o777, target=target_of(outside)),
         Node(link_path + b"/pwned", FILE, 0o644),
     ]
-    snapshot = forge_snapshot(repo, nodes, {link_path + b"/pwned": b"owned!"})
+    snapshot = forge_snapshot(repo, nodes, {link_path + b"/pwned": payload})
     with pytest.raises(IntegrityError):
         run_restore(repo, snapshot, dest)
     assert everything_under(outside) == set()
