@@ -458,6 +458,39 @@ def test_large_files_restored_ahead_of_the_listing_restore_exactly(
         assert len(ahead) == 5 and created[: len(ahead)] == ahead
 
 
+def test_the_large_lane_holds_few_files_open_even_when_one_read_spans_many(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Large files that compress well lie many to a pack, so one range read (up to 4 MiB stored) can
+    # end hundreds of them; each open file holds two descriptors.  The default format's packs hold
+    # all twelve of these files; the lane's bound is lowered so that twelve cross it.
+    monkeypatch.setattr(restore_module, "_MAX_LARGE_FILES", 2)
+    repo = Repository.init(MemoryStore(), Secret(b"pw"), FormatConfig())
+    src = tmp_path / "src"
+    (src / "large").mkdir(parents=True)
+    (src / "small").mkdir()
+    for i in range(12):
+        (src / "large" / f"{i:02}").write_bytes(b"".join(b"%02d:%07d\n" % (i, k) for k in range(100_000)))
+    for i in range(20):
+        (src / "small" / f"{i:02}").write_bytes(random.Random(i).randbytes(100))
+    snapshot = run_backup(repo, tree_source(unique("compressible"), src))
+    held_open: list[int] = []
+    real_open = restore_module._Restorer._open
+
+    def counting_open(self: Any, lane: Any, node: Node, dir_fd: int, name: bytes) -> Any:
+        if lane is self.large:
+            held_open.append(len(lane.unfinished))
+        return real_open(self, lane, node, dir_fd, name)
+
+    monkeypatch.setattr(restore_module._Restorer, "_open", counting_open)
+    dest = tmp_path / "dest"
+    before = len(os.listdir("/proc/self/fd"))
+    result = run_restore(repo, snapshot, dest)
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert state(under(dest, src)) == state(src) and result.files == 32
+    assert len(held_open) == 12 and max(held_open) < 2
+
+
 @pytest.mark.parametrize("damaged", ["b-mixed/2-large", "a-small/s07"])
 def test_a_damaged_chunk_in_either_lane_fails_the_restore_leaving_only_whole_files(
     fresh_repo: Repository, tmp_path: Path, damaged: str

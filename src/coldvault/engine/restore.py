@@ -42,7 +42,10 @@ from coldvault.storage.direct_io import DirectFiles, SlicedWriter, pwrite_all
 
 _IN_FLIGHT_BYTES = 96 << 20  # per lane (see _Restorer)
 _MAX_OPEN_FILES = 200  # each file being restored holds two descriptors; stay well below the usual 1024
-_MAX_LARGE_READS = 16  # a read ends at most a few large files: together well below the limit above
+_MAX_LARGE_READS = 16
+# Large files open at once in their lane (see _Restorer): a read holds up to 4 MiB of stored bytes,
+# which for files that compress well can be hundreds of large files, each with two descriptors.
+_MAX_LARGE_FILES = 16
 # Chunks lying close together in a pack (small files backed up one after another, or the run of a
 # large file) are fetched with one range read of up to _READ_SIZE, skipping at most _READ_GAP bytes of
 # blobs nobody asked for: one request instead of one per chunk, which is what a restore of many small
@@ -95,8 +98,12 @@ class _Destination:
         root.mkdir(parents=True, exist_ok=True)
         self._root = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
         self._cached: tuple[bytes, int] | None = None
-        with os.scandir(self._root) as entries:
-            self.was_empty = next(entries, None) is None
+        try:
+            with os.scandir(self._root) as entries:
+                self.was_empty = next(entries, None) is None
+        except BaseException:
+            os.close(self._root)
+            raise
 
     def close(self) -> None:
         self._drop_cache()
@@ -151,7 +158,8 @@ def _clear(name: bytes, dir_fd: int) -> None:
         return
     if stat.S_ISDIR(st.st_mode):
         raise IntegrityError(
-            f"cannot restore over the existing directory {os.fsdecode(name)!r}; restore into an empty directory"
+            f"cannot restore {os.fsdecode(name)!r}: a directory stands there (left by an earlier restore, or the"
+            " snapshot lists entries below it); restore into an empty directory"
         )
     os.unlink(name, dir_fd=dir_fd)
 
@@ -362,9 +370,15 @@ class _Restorer:
 
     def run(self, listing: Callable[[], Iterable[Node]]) -> RestoreResult:
         """``listing`` gives the entries afresh on each call (the large lane reads them a second time)."""
-        try:
-            ahead = self.dest.was_empty
-            large_reads = self._large_reads(n for n in _in_order(listing()) if _goes_ahead(n)) if ahead else None
+        with contextlib.ExitStack() as cleanup:  # after a failure or at the end, each of these, whatever the others do
+            cleanup.callback(self.direct.close)
+            cleanup.callback(self.dest.close)
+            cleanup.callback(self.large.close)
+            cleanup.callback(self.listed.close)
+            large_reads = None
+            if self.dest.was_empty:
+                large_reads = self._large_reads(n for n in _in_order(listing()) if _goes_ahead(n))
+                cleanup.callback(large_reads.close)
             for node in _in_order(listing()):
                 if large_reads is not None:
                     if _goes_ahead(node):
@@ -384,11 +398,6 @@ class _Restorer:
                         _apply_metadata(node, fd)
                     finally:
                         os.close(fd)
-        finally:
-            self.listed.close()
-            self.large.close()
-            self.dest.close()
-            self.direct.close()
         return self.result
 
     def _feed(self, reads: Iterator[_Read], *, wait: bool) -> None:
@@ -397,6 +406,12 @@ class _Restorer:
         lane.pipeline.poll()
         while True:
             if self.waiting is None:
+                if len(lane.unfinished) >= _MAX_LARGE_FILES and len(lane.pipeline):
+                    # The next read would open more files: first some must be linked into place.
+                    if not wait:
+                        return
+                    lane.pipeline.consume_oldest()
+                    continue
                 self.waiting = next(reads, None)
                 if self.waiting is None:
                     return
@@ -407,9 +422,12 @@ class _Restorer:
 
     def _large_reads(self, nodes: Iterator[Node]) -> Iterator[_Read]:
         """The large files' reads; each file is created (with the directories above it) when its
-        first read is asked for."""
+        first read is asked for.  At _MAX_LARGE_FILES open files the read being planned goes out as it
+        is, and empty ones follow until files were linked into place (_feed consumes meanwhile)."""
         lane = self.large
         for node in nodes:
+            while len(lane.unfinished) >= _MAX_LARGE_FILES:
+                yield lane.take_read()
             folder, _, name = node.path.rpartition(b"/")
             with _destination_errors(node.path):
                 file = self._open(lane, node, self.dest.open_dir(folder), name)
