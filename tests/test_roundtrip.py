@@ -416,6 +416,20 @@ def mixed_tree(root: Path) -> None:
     os.chmod(root / "c-large" / "deep", 0o700)
 
 
+def record_opens(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, bool, int]]:
+    """Spies on _Restorer._open (which still runs): for each file created, in order, its path, whether
+    the large lane holds it, and how many files that lane held open already."""
+    opened: list[tuple[bytes, bool, int]] = []
+    real_open = restore_module._Restorer._open
+
+    def spying_open(self: Any, lane: Any, node: Node, dir_fd: int, name: bytes) -> Any:
+        opened.append((node.path, lane is self.large, len(lane.unfinished)))
+        return real_open(self, lane, node, dir_fd, name)
+
+    monkeypatch.setattr(restore_module._Restorer, "_open", spying_open)
+    return opened
+
+
 @pytest.mark.parametrize(
     ("destination", "large_lane"), [("empty", "roomy"), ("empty", "overflowing"), ("holding a stale file", "roomy")]
 )
@@ -424,7 +438,7 @@ def test_large_files_restored_ahead_of_the_listing_restore_exactly(
 ) -> None:
     # Into an empty destination large files are restored ahead of the listing, in a lane of their
     # own; into one that holds something, every file keeps the listing's order.  A spy on _open
-    # (which it still runs) records the order in which files are created.  With this format's small
+    # records the order in which files are created.  With this format's small
     # packs a large file takes dozens of reads: a roomy lane takes all of them at once, so every
     # large file is created first; an overflowing one (the default bound) takes more whenever its
     # reads finish, between listed files, in an order that depends on timing and is not asserted.
@@ -438,17 +452,11 @@ def test_large_files_restored_ahead_of_the_listing_restore_exactly(
         stale = under(dest, src) / "b-mixed" / "3-large"
         stale.parent.mkdir(parents=True)
         stale.write_bytes(b"stale")
-    created: list[bytes] = []
-    real_open = restore_module._Restorer._open
-
-    def spying_open(self: Any, lane: Any, node: Node, dir_fd: int, name: bytes) -> Any:
-        created.append(node.path)
-        return real_open(self, lane, node, dir_fd, name)
-
-    monkeypatch.setattr(restore_module._Restorer, "_open", spying_open)
+    opened = record_opens(monkeypatch)
     before = len(os.listdir("/proc/self/fd"))
     result = run_restore(repo, snapshot, dest)
     assert len(os.listdir("/proc/self/fd")) == before
+    created = [path for path, _, _ in opened]
     assert state(under(dest, src)) == state(src)
     assert result.files == len(files_below(src)) and not result.warnings
     if destination != "empty":
@@ -474,19 +482,12 @@ def test_the_large_lane_holds_few_files_open_even_when_one_read_spans_many(
     for i in range(20):
         (src / "small" / f"{i:02}").write_bytes(random.Random(i).randbytes(100))
     snapshot = run_backup(repo, tree_source(unique("compressible"), src))
-    held_open: list[int] = []
-    real_open = restore_module._Restorer._open
-
-    def counting_open(self: Any, lane: Any, node: Node, dir_fd: int, name: bytes) -> Any:
-        if lane is self.large:
-            held_open.append(len(lane.unfinished))
-        return real_open(self, lane, node, dir_fd, name)
-
-    monkeypatch.setattr(restore_module._Restorer, "_open", counting_open)
+    opened = record_opens(monkeypatch)
     dest = tmp_path / "dest"
     before = len(os.listdir("/proc/self/fd"))
     result = run_restore(repo, snapshot, dest)
     assert len(os.listdir("/proc/self/fd")) == before
+    held_open = [held for _, in_large_lane, held in opened if in_large_lane]
     assert state(under(dest, src)) == state(src) and result.files == 32
     assert len(held_open) == 12 and max(held_open) < 2
 

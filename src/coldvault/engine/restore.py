@@ -42,7 +42,7 @@ from coldvault.storage.direct_io import DirectFiles, SlicedWriter, pwrite_all
 
 _IN_FLIGHT_BYTES = 96 << 20  # per lane (see _Restorer)
 _MAX_OPEN_FILES = 200  # each file being restored holds two descriptors; stay well below the usual 1024
-_MAX_LARGE_READS = 16
+_MAX_LARGE_READS = 16  # reads in flight in the large lane (see _Restorer): it needs few, each up to _READ_SIZE
 # Large files open at once in their lane (see _Restorer): a read holds up to 4 MiB of stored bytes,
 # which for files that compress well can be hundreds of large files, each with two descriptors.
 _MAX_LARGE_FILES = 16
