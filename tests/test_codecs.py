@@ -362,6 +362,8 @@ def test_hostile_listing_lines_are_rejected(doc: dict[str, object]) -> None:
         b"null",
         b'"path"',
         b"\xff\xfe\xfd",
+        b'{"path": "a\xed\xa0\x80", "type": "dir", "mode": 0, "uid": 0, "gid": 0, "mtime_ns": 0}',  # a surrogate
+        b'{"path": "a", "type": "dir", "mode": true, "uid": 0, "gid": 0, "mtime_ns": 0}',
         b'{"path": "a", "type": "dir", "mode": 0, "uid": 0, "gid": 0, "mtime_ns": NaN}',
         b'{"path": "a", "type": "dir", "mode": 0, "uid": 0, "gid": 0, "mtime_ns": 1e3}',
         b'{"path": "a", "type": "dir", "mode": 0, "uid": 0, "gid": 0, "mtime_ns": ' + b"9" * 5000 + b"}",
@@ -384,15 +386,31 @@ def test_ids_with_whitespace_are_rejected(where: str) -> None:
             decode_snapshot(json.dumps(manifest_doc(parent="ab" * 31 + " ab")).encode(), "cd" * 32)
 
 
-@pytest.mark.parametrize("path", [b"a", b"a/b/c", b"...", b".hidden", b"a b", b"\xff", b"a\nb"])
+@pytest.mark.parametrize(
+    "path", [b"a", b"a/b/c", b"...", b".hidden", b"a/.hidden/b", b"a/..b", b"..a/b", b"a.", b"a b", b"\xff", b"a\nb"]
+)
 def test_check_relative_path_accepts_safe_paths(path: bytes) -> None:
     assert check_relative_path(path) == path
 
 
-@pytest.mark.parametrize("path", [b"", b"/", b"/a", b"..", b"a/..", b".", b"a/./b", b"a//b", b"a/", b"a\0b"])
+@pytest.mark.parametrize(
+    "path", [b"", b"/", b"/a", b"..", b"a/..", b"a/../b", b".", b"./a", b"a/.", b"a/./b", b"a//b", b"a/", b"a\0b"]
+)
 def test_check_relative_path_rejects_unsafe_paths(path: bytes) -> None:
     with pytest.raises(IntegrityError):
         check_relative_path(path)
+
+
+@given(st.lists(st.sampled_from([b"a", b".", b"/", b"\0"]), max_size=8).map(b"".join))
+def test_check_relative_path_agrees_with_its_definition(path: bytes) -> None:
+    """The check takes shortcuts (it runs for every listing line); it must refuse exactly these paths."""
+    parts = path.split(b"/")
+    unsafe = not path or b"\0" in path or any(part in (b"", b".", b"..") for part in parts)
+    if unsafe:
+        with pytest.raises(IntegrityError):
+            check_relative_path(path)
+    else:
+        assert check_relative_path(path) == path
 
 
 def test_decode_lines_across_chunk_boundaries() -> None:

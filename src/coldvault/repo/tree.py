@@ -26,6 +26,10 @@ from coldvault.repo.ids import parse_id
 FILE, DIR, SYMLINK, FIFO, SOCKET, CHARDEV, BLOCKDEV = "file", "dir", "symlink", "fifo", "socket", "chardev", "blockdev"
 NODE_TYPES = frozenset({FILE, DIR, SYMLINK, FIFO, SOCKET, CHARDEV, BLOCKDEV})
 
+# One encoder and decoder for every line: json.dumps with separators builds a new encoder per call.
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+_decode_json = json.JSONDecoder().decode
+
 
 @dataclass(slots=True)
 class Node:
@@ -48,11 +52,11 @@ class Node:
 
 def check_relative_path(path: bytes, what: str = "path") -> bytes:
     """A path may only name something below the restore root."""
-    if not path or path.startswith(b"/") or b"\0" in path:
+    if not path or path.startswith(b"/") or path.endswith(b"/") or b"\0" in path or b"//" in path:
         raise IntegrityError(f"listing has an unsafe {what} {path!r}")
-    for part in path.split(b"/"):
-        if part in (b"", b".", b".."):
-            raise IntegrityError(f"listing has an unsafe {what} {path!r}")
+    # Every line of every listing passes here: split only paths with a component starting with '.'.
+    if (path.startswith(b".") or b"/." in path) and any(part in (b".", b"..") for part in path.split(b"/")):
+        raise IntegrityError(f"listing has an unsafe {what} {path!r}")
     return path
 
 
@@ -69,12 +73,12 @@ def encode_node(node: Node) -> bytes:
         _put_bytes(doc, "target", node.target or b"")
     elif node.type in (CHARDEV, BLOCKDEV):
         doc["rdev"] = node.rdev
-    return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+    return _encode_json(doc).encode() + b"\n"
 
 
 def decode_node(line: bytes) -> Node:
     try:
-        doc = json.loads(line)
+        doc = _decode_json(line.decode())  # listings are written as UTF-8 (ASCII, in fact: ensure_ascii)
     except ValueError:
         raise IntegrityError("listing has a line that is not JSON") from None
     if not isinstance(doc, dict):
@@ -149,6 +153,6 @@ def _get_bytes(doc: dict[str, object], key: str) -> bytes:
 
 def _int(doc: dict[str, object], key: str, low: int = 0, high: int = 1 << 32) -> int:
     value = doc.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value < high:
+    if type(value) is not int or not low <= value < high:  # JSON gives exact ints; not bool
         raise IntegrityError(f"listing entry has a missing or out-of-range {key!r}")
     return value
