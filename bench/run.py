@@ -32,7 +32,8 @@ VENV_BIN = REPO_ROOT / ".venv" / "bin"
 SEED = 42
 PASSPHRASE = "coldvault-benchmark-passphrase"
 ALL_TOOLS = ("coldvault", "restic", "borg", "copy")
-PEER_INSTALL_HINT = "apt-get install restic borgbackup"
+PEERS_BIN = BENCH_DIR / "peers" / "bin"  # restic 0.18 and borg 1.4, from bench/install_peers.sh
+PEER_INSTALL_HINT = "bench/install_peers.sh (the issue's versions), or apt-get install restic borgbackup"
 STDERR_TAIL_LINES = 20
 MB = 1_000_000  # throughput is in MB/s (10^6 bytes); sizes and RSS in MiB
 MIB = 1024 * 1024
@@ -728,6 +729,8 @@ def available_tools(names, work, data_dir):
 
 def main(argv=None):
     args = parse_args(argv)
+    if PEERS_BIN.is_dir():  # the peers install_peers.sh installed come before the system's
+        os.environ["PATH"] = f"{PEERS_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     work = args.work.resolve()
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
