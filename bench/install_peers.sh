@@ -15,16 +15,17 @@ peers="$here/peers"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 restic_suite="${RESTIC_SUITE:-trixie}"
 borg_version="${BORG_VERSION:-1.4.*}"
+arch=$(dpkg --print-architecture)  # amd64, arm64, ...: trixie's index is per architecture
 
 mkdir -p "$peers/bin"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 echo "restic: looking it up in Debian $restic_suite"
-curl -fsS -o "$work/Packages.xz" "$mirror/dists/$restic_suite/main/binary-amd64/Packages.xz"
+curl -fsS -o "$work/Packages.xz" "$mirror/dists/$restic_suite/main/binary-$arch/Packages.xz"
 deb=$(xz -dc "$work/Packages.xz" | awk '/^Package: restic$/ { found = 1 } found && /^Filename:/ { print $2; exit }')
 if [ -z "$deb" ]; then
-    echo "restic is not in Debian $restic_suite's index; set RESTIC_SUITE" >&2
+    echo "restic is not in Debian $restic_suite's $arch index; set RESTIC_SUITE" >&2
     exit 1
 fi
 curl -fsS -o "$work/restic.deb" "$mirror/$deb"
