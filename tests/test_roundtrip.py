@@ -393,7 +393,7 @@ def test_a_name_taken_while_a_file_was_written_is_replaced(tmp_path: Path) -> No
     fd = os.open(".", os.O_WRONLY | os.O_TMPFILE, 0o600, dir_fd=dir_fd)
     os.write(fd, b"whole")
     (tmp_path / "taken").write_bytes(b"what another program put there")
-    restore_module._OpenFile(node, fd, dir_fd, b".temp.partial", b"taken", named=False).publish()
+    restore_module._OpenFile(node, dir_fd, b".temp.partial", b"taken", fd=fd).publish()
     assert (tmp_path / "taken").read_bytes() == b"whole"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 

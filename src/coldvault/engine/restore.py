@@ -23,7 +23,6 @@ import itertools
 import os
 import secrets
 import stat
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -166,33 +165,49 @@ def _clear(name: bytes, dir_fd: int) -> None:
 
 @dataclass(eq=False)
 class _OpenFile:
-    """A file being written in its directory: unnamed until complete where the filesystem allows it
-    (O_TMPFILE: if the restore dies, nothing of it is left), else under a temporary name."""
+    """A file being restored into its directory: unnamed until complete where the filesystem allows it
+    (O_TMPFILE: if the restore dies, nothing of it is left), else under a temporary name.
+
+    A large file is created when planned, and the workers write its chunks as they come (``sliced``).
+    A small one is created only when all its chunks are verified, by the main thread that links it:
+    its chunks wait in ``held`` meanwhile.  Creating, writing and linking on one thread costs a small
+    file half what handing its descriptor from thread to thread did (each hand-over waits for the
+    global interpreter lock)."""
 
     node: Node
-    fd: int
     dir_fd: int  # its own descriptor of the directory: the destination's cache moves on
     temp_name: bytes
     final_name: bytes
-    named: bool  # whether it exists under temp_name
+    sliced: SlicedWriter | None = None
+    fd: int = -1
+    named: bool = False  # whether it exists under temp_name
     sealed: bool = False
-    sliced: SlicedWriter | None = None  # set for large files once registered; small ones are written chunk by chunk
-    # The kernel serialises writers of one file by spinning on its inode lock; waiting here sleeps instead.
-    write_lock: threading.Lock = field(default_factory=threading.Lock)
+    held: list[tuple[int, bytes]] = field(default_factory=list)  # (offset, chunk) of a small file
 
     def write(self, data: bytes, offset: int, *, zeros: bool) -> None:
         """One verified chunk at its offset; all-zero chunks become holes (sparse files stay sparse)."""
         if self.sliced is not None:
             self.sliced.write(data, offset, zeros=zeros)
         elif not zeros:
-            with self.write_lock:
-                pwrite_all(self.fd, data, offset)
+            self.held.append((offset, data))
+
+    def create(self, create: Callable[[bytes, int], tuple[int, bool]]) -> None:
+        """Create a small file with ``create`` (see _Restorer._create) and write its held chunks."""
+        self.fd, self.named = create(self.temp_name, self.dir_fd)
+        end = 0
+        for offset, data in self.held:
+            pwrite_all(self.fd, data, offset)
+            end = max(end, offset + len(data))
+        self.held = []
+        if end != self.node.size:  # it ends in a hole
+            os.ftruncate(self.fd, self.node.size)
 
     def seal(self) -> None:
         """Every chunk is written: give the file its length and metadata (through its descriptor)."""
-        if self.sliced is not None and self.sliced.missing:
-            raise IntegrityError(f"{os.fsdecode(self.node.path)}: {self.sliced.missing} bytes were never written")
-        os.ftruncate(self.fd, self.node.size)
+        if self.sliced is not None:
+            if self.sliced.missing:
+                raise IntegrityError(f"{os.fsdecode(self.node.path)}: {self.sliced.missing} bytes were never written")
+            os.ftruncate(self.fd, self.node.size)  # also cuts the padding of the last direct write
         _apply_metadata(self.node, self.fd)
         self.sealed = True
 
@@ -241,11 +256,11 @@ class _Write:
 
 @dataclass
 class _Read:
-    """Chunks of one pack that one worker fetches with one range read and writes into their files; the
-    files all of whose chunks are in this read, which that worker seals too; and, in the lane's order,
-    every file whose last chunk is planned here, linked into place when the read is consumed.  Only
-    the main thread creates and links: on a filesystem slow to create files, workers changing the
-    same directory would spin on its lock."""
+    """Chunks of one pack that one worker fetches with one range read and writes into their files (or
+    holds, for small files); the large files all of whose chunks are in this read, which that worker
+    seals too; and, in the lane's order, every file whose last chunk is planned here, created if small
+    and linked into place when the read is consumed.  Only the main thread creates and links: on a
+    filesystem slow to create files, workers changing the same directory would spin on its lock."""
 
     writes: list[_Write] = field(default_factory=list)
     complete: list[_OpenFile] = field(default_factory=list)
@@ -272,7 +287,15 @@ class _Lane:
     """Files restored in one order: the read being planned, a pipeline whose own workers write the
     reads, and, on the main thread and in that order, the files linked into place once whole."""
 
-    def __init__(self, name: str, workers: int, max_reads: int, progress: Progress, result: RestoreResult) -> None:
+    def __init__(
+        self,
+        name: str,
+        workers: int,
+        max_reads: int,
+        progress: Progress,
+        result: RestoreResult,
+        create: Callable[[bytes, int], tuple[int, bool]],
+    ) -> None:
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix=f"coldvault-restore-{name}")
         self.pipeline: OrderedPipeline[_Read] = OrderedPipeline(
             self.pool, self._consume, max_bytes=_IN_FLIGHT_BYTES, max_items=max_reads
@@ -281,6 +304,7 @@ class _Lane:
         self.unfinished: dict[int, _OpenFile] = {}  # opened and not yet published or discarded
         self.progress = progress
         self.result = result
+        self.create = create  # a new file in a directory (see _Restorer._create)
 
     def take_read(self) -> _Read:
         read, self.read = self.read, _Read()
@@ -303,7 +327,9 @@ class _Lane:
             del self.unfinished[id(file)]
             try:
                 with _destination_errors(file.node.path):
-                    if not file.sealed:  # its chunks span reads: every one is written now
+                    if file.sliced is None:
+                        file.create(self.create)
+                    if not file.sealed:  # small, or its chunks span reads: every one is written now
                         file.seal()
                     file.publish()
             except BaseException:
@@ -334,8 +360,9 @@ def _in_order(nodes: Iterable[Node]) -> Iterator[Node]:
 
 class _Restorer:
     """Restores the listing in two lanes when the destination starts empty.  The main thread creates
-    and links every file, which for small files is bound by Python (one core, ~100 µs a file) while
-    the workers wait; for large files it is the other way round.  So large files are taken from a
+    and links every file, and writes the small ones, which for small files is bound by Python and
+    system calls (one core, ~60–100 µs a file) while the workers wait; for large files it is the
+    other way round.  So large files are taken from a
     second pass over the listing and restored ahead, whenever their lane has room, between the
     entries of the first: their reads keep the other core and the device busy meanwhile.  Each lane
     has its own workers, so that a small file's read never queues behind a large one's.  Into a
@@ -347,8 +374,8 @@ class _Restorer:
         self.progress = progress
         self.dest = _Destination(dest)
         self.result = RestoreResult()
-        self.listed = _Lane("listed", workers, _MAX_OPEN_FILES, progress, self.result)
-        self.large = _Lane("large", workers, _MAX_LARGE_READS, progress, self.result)
+        self.listed = _Lane("listed", workers, _MAX_OPEN_FILES, progress, self.result, self._create)
+        self.large = _Lane("large", workers, _MAX_LARGE_READS, progress, self.result, self._create)
         self.waiting: _Read | None = None  # the large lane's next read, when it had no room
         self.dirs: list[Node] = []
         self.links: dict[int, bytes] = {}
@@ -501,17 +528,14 @@ class _Restorer:
             self._submit(lane, read)
 
     def _open(self, lane: _Lane, node: Node, dir_fd: int, name: bytes) -> _OpenFile:
-        """A new file for ``node`` in the directory ``dir_fd`` (which it takes over), held by ``lane``."""
+        """A file for ``node`` in the directory ``dir_fd`` (which it takes over), held by ``lane``; a
+        large one is created now, a small one when its chunks are in (see _OpenFile)."""
         temp_name = self.temp_prefix + str(next(self.temp_count)).encode() + b".partial"
-        try:
-            fd, named = self._create(temp_name, dir_fd)
-        except BaseException:
-            os.close(dir_fd)
-            raise
-        open_file = _OpenFile(node, fd, dir_fd, temp_name, name, named)
+        open_file = _OpenFile(node, dir_fd, temp_name, name)
         lane.unfinished[id(open_file)] = open_file  # from here on, a failure discards it
         if node.size >= _LARGE_FROM:
-            open_file.sliced = SlicedWriter(self.direct, fd, node.size)
+            open_file.fd, open_file.named = self._create(temp_name, dir_fd)
+            open_file.sliced = SlicedWriter(self.direct, open_file.fd, node.size)
         return open_file
 
     def _create(self, temp_name: bytes, dir_fd: int) -> tuple[int, bool]:
@@ -546,7 +570,7 @@ class _Restorer:
             raise IntegrityError(
                 f"{os.fsdecode(node.path)}: chunks add up to {offset} bytes, the listing says {node.size}"
             )
-        if lane.read is first_read:
+        if lane.read is first_read and file.sliced is not None:
             lane.read.complete.append(file)
         lane.read.ends.append(file)
 
