@@ -170,9 +170,9 @@ class _OpenFile:
 
     A large file is created when planned, and the workers write its chunks as they come (``sliced``).
     A small one is created only when all its chunks are verified, by the main thread that links it:
-    its chunks wait in ``held`` meanwhile.  Creating, writing and linking on one thread costs a small
-    file half what handing its descriptor from thread to thread did (each hand-over waits for the
-    global interpreter lock)."""
+    its chunks wait in ``held`` meanwhile.  Handing a small file's descriptor from the thread that
+    creates it to a worker and back, each hand-over waiting for the interpreter lock, made restoring
+    the bench tree's 6,070 small files take 2.3 s instead of 1.8–2.0 s (docs/BENCHMARKS.md)."""
 
     node: Node
     dir_fd: int  # its own descriptor of the directory: the destination's cache moves on
@@ -361,13 +361,13 @@ def _in_order(nodes: Iterable[Node]) -> Iterator[Node]:
 class _Restorer:
     """Restores the listing in two lanes when the destination starts empty.  The main thread creates
     and links every file, and writes the small ones, which for small files is bound by Python and
-    system calls (one core, ~60–100 µs a file) while the workers wait; for large files it is the
-    other way round.  So large files are taken from a
-    second pass over the listing and restored ahead, whenever their lane has room, between the
-    entries of the first: their reads keep the other core and the device busy meanwhile.  Each lane
-    has its own workers, so that a small file's read never queues behind a large one's.  Into a
-    destination that holds something already, everything keeps the listing's order, where each
-    directory entry clears what is in its way before anything is created below it."""
+    system calls (one core, ~100 µs a file) while the workers wait; for large files it is the other
+    way round.  So large files are taken from a second pass over the listing and restored ahead,
+    whenever their lane has room, between the entries of the first: their reads keep the other core
+    and the device busy meanwhile.  Each lane has its own workers, so that a small file's read never
+    queues behind a large one's.  Into a destination that holds something already, everything keeps
+    the listing's order, where each directory entry clears what is in its way before anything is
+    created below it."""
 
     def __init__(self, repo: Repository, dest: Path, workers: int, progress: Progress) -> None:
         self.repo = repo
