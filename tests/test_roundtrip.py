@@ -525,6 +525,30 @@ def direct_io_here(folder: Path) -> bool:
         os.unlink(folder / "probe")
 
 
+def test_trees_deeper_and_wider_than_the_directories_kept_open_restore_exactly(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A restore reaches each directory from the nearest one it holds open, keeping a few; with
+    # fewer kept than the tree is deep or wide, the oldest are closed while later ones are reached
+    # from them, and directories metadata is applied to at the end are reached again.
+    monkeypatch.setattr(restore_module, "_MAX_OPENED_DIRS", 3)
+    src = tmp_path / "src"
+    deep = src
+    for level in range(12):
+        deep = deep / f"d{level}"
+        deep.mkdir(parents=True)
+        (deep / "file").write_bytes(f"level {level}".encode())
+    for branch in range(10):
+        (src / f"w{branch}" / "x").mkdir(parents=True)
+        (src / f"w{branch}" / "x" / "leaf").write_bytes(bytes([branch]) * 100)
+        os.chmod(src / f"w{branch}", 0o750)
+    snapshot = run_backup(repo, tree_source(unique("deep-and-wide"), src))
+    before = len(os.listdir("/proc/self/fd"))
+    run_restore(repo, snapshot, tmp_path / "dest")
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert state(under(tmp_path / "dest", src)) == state(src)
+
+
 def test_small_files_ending_in_zeros_keep_their_length_and_descriptors_are_all_closed(
     repo: Repository, tmp_path: Path
 ) -> None:
