@@ -530,7 +530,7 @@ def test_trees_deeper_and_wider_than_the_directories_kept_open_restore_exactly(
 ) -> None:
     # A restore reaches each directory from the nearest one it holds open, keeping a few; with
     # fewer kept than the tree is deep or wide, the oldest are closed while later ones are reached
-    # from them, and directories metadata is applied to at the end are reached again.
+    # from them, and the directories whose metadata is set at the end are reached once more.
     monkeypatch.setattr(restore_module, "_MAX_OPENED_DIRS", 3)
     src = tmp_path / "src"
     deep = src
