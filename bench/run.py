@@ -4,7 +4,9 @@
 For each tool and repetition: back up generation 1, apply generation 2 and
 back up again (incremental), restore the latest snapshot into an empty
 directory and compare it with the source, verify the whole repository, and
-measure the repository's size.  Each command's wall time, CPU time and peak
+measure the repository's size.  Each tool has a tree of its own, and the tools
+take turns step by step: every tool's first backup, then every tool's second,
+and so on.  Each command's wall time, CPU time and peak
 RSS come from os.wait4 on the child.  Prints one table per phase with medians
 and writes everything to WORK/results.json.  Exits non-zero if any command
 failed or any restore differed from its source.
@@ -426,7 +428,7 @@ def compare_trees(source_manifest, restored_manifest, restored_root):
         )
 
 
-# --- one tool's sequence -----------------------------------------------------------
+# --- one repetition -----------------------------------------------------------
 
 
 TRASH = "trash"
@@ -469,7 +471,7 @@ class ToolRun:
     def record(self, phase, measurement):
         self.phases[phase] = measurement
         print(
-            f"  {phase:<8} {measurement.wall_s:8.2f} s {measurement.mb_per_s:8.1f} MB/s "
+            f"  {self.tool:<10} {phase:<14} {measurement.wall_s:8.2f} s {measurement.mb_per_s:8.1f} MB/s "
             f"{measurement.cpu_s:8.2f} CPU s {measurement.peak_rss_mib:8.1f} MiB peak RSS",
             flush=True,
         )
@@ -484,52 +486,90 @@ class ToolRun:
         }
 
 
-def run_sequence(tool, run, size_mib, logs):
-    """All phases for one tool on freshly generated data, filling in `run`."""
-    data_dir = tool.data_dir
-    set_aside(data_dir)
-    # Regenerating (not copying) gives every tool the same bytes and fresh inodes.
-    generation1 = gen_tree.generate(data_dir, size_mib, SEED)
-    tool.prepare()
-    env = tool.env()
+class Sequence:
+    """One tool's phases in one repetition, a step at a time: main() runs each step for every tool
+    before the next step begins, so that the figures compared were taken seconds apart, not minutes."""
 
-    def log_base(step):
-        return logs / f"rep{run.repetition}-{tool.name}-{step}"
+    def __init__(self, tool, run, size_mib, logs):
+        self.tool = tool
+        self.run = run
+        self.size_mib = size_mib
+        self.logs = logs
+        self.env = tool.env()
+        self.steps = (self.start, self.backup1, self.backup2, self.restore, self.check)
 
-    run_command(tool.init_command(), env=env, log_base=log_base("init"))
-    run.record(
-        "backup1",
-        measure(
-            tool.backup_command(tool.labels[0]), env=env, log_base=log_base("backup1"), size_bytes=generation1.bytes
-        ),
-    )
-    _, _, generation2 = gen_tree.apply_generation2(data_dir, SEED)
-    run.record(
-        "backup2",
-        measure(
-            tool.backup_command(tool.labels[1]), env=env, log_base=log_base("backup2"), size_bytes=generation2.bytes
-        ),
-    )
-    run.repo_bytes = tree_bytes(tool.repo)
+    def _log_base(self, step):
+        return self.logs / f"rep{self.run.repetition}-{self.tool.name}-{step}"
 
-    dest = fresh_dir(tool.work / "restore")
-    restore = measure(
-        tool.restore_command(dest), env=env, log_base=log_base("restore"), size_bytes=0, cwd=tool.restore_cwd(dest)
-    )
-    # A restore is not done for disaster recovery until it is on disk: a tool writing through the page cache
-    # leaves that to the kernel, one writing around it (coldvault's large files) has done it already.
-    started = time.perf_counter()
-    os.sync()
-    synced = replace(restore, wall_s=restore.wall_s + time.perf_counter() - started)
-    restored_root = locate_restored_root(dest, data_dir)
-    restored = manifest(restored_root)
-    compare_trees(manifest(data_dir), restored, restored_root)
-    restore.bytes = synced.bytes = sum(size for size, _ in restored.values())  # known only now
-    run.record("restore", restore)
-    run.record("restore_synced", synced)
-    set_aside(dest)
+    def start(self):
+        set_aside(self.tool.data_dir)
+        # Regenerating (not copying) gives every tool the same bytes and fresh inodes.
+        self.generation1 = gen_tree.generate(self.tool.data_dir, self.size_mib, SEED)
+        self.tool.prepare()
+        run_command(self.tool.init_command(), env=self.env, log_base=self._log_base("init"))
 
-    run.record("check", measure(tool.check_command(), env=env, log_base=log_base("check"), size_bytes=run.repo_bytes))
+    def backup1(self):
+        self._backup("backup1", self.tool.labels[0], self.generation1.bytes)
+
+    def backup2(self):
+        _, _, generation2 = gen_tree.apply_generation2(self.tool.data_dir, SEED)
+        self._backup("backup2", self.tool.labels[1], generation2.bytes)
+        self.run.repo_bytes = tree_bytes(self.tool.repo)
+
+    def _backup(self, phase, label, size_bytes):
+        command = self.tool.backup_command(label)
+        self.run.record(phase, measure(command, env=self.env, log_base=self._log_base(phase), size_bytes=size_bytes))
+
+    def restore(self):
+        tool, data_dir = self.tool, self.tool.data_dir
+        dest = fresh_dir(tool.work / f"restore-{tool.name}")
+        restore = measure(
+            tool.restore_command(dest),
+            env=self.env,
+            log_base=self._log_base("restore"),
+            size_bytes=0,
+            cwd=tool.restore_cwd(dest),
+        )
+        # A restore is not done for disaster recovery until it is on disk: a tool writing through the page cache
+        # leaves that to the kernel, one writing around it (coldvault's large files) has done it already.
+        started = time.perf_counter()
+        os.sync()
+        synced = replace(restore, wall_s=restore.wall_s + time.perf_counter() - started)
+        restored_root = locate_restored_root(dest, data_dir)
+        restored = manifest(restored_root)
+        compare_trees(manifest(data_dir), restored, restored_root)
+        restore.bytes = synced.bytes = sum(size for size, _ in restored.values())  # known only now
+        self.run.record("restore", restore)
+        self.run.record("restore_synced", synced)
+        set_aside(dest)
+
+    def check(self):
+        command = self.tool.check_command()
+        measurement = measure(command, env=self.env, log_base=self._log_base("check"), size_bytes=self.run.repo_bytes)
+        self.run.record("check", measurement)
+
+
+def run_repetition(tools, repetition, size_mib, logs):
+    """Every tool's sequence, step by step, the tools taking turns in each step; the order of the tools
+    moves on by one each repetition, so that none is always first after a step of its own.  A tool
+    that fails leaves the rest of the repetition to the others.  Returns (runs, failures)."""
+    shift = (repetition - 1) % len(tools)
+    order = tools[shift:] + tools[:shift]
+    sequences = [Sequence(tool, ToolRun(repetition, tool.name), size_mib, logs) for tool in order]
+    failures = []
+    for step in range(len(sequences[0].steps)):
+        for sequence in sequences:
+            if sequence.run.error is not None:
+                continue
+            try:
+                sequence.steps[step]()
+            except RunFailed as failure:
+                name = sequence.tool.name
+                sequence.run.error = str(failure)
+                failures.append(f"repetition {repetition}, {name}: {failure}")
+                print(f"\n!!! {name} FAILED (repetition {repetition}):\n{failure}\n", file=sys.stderr, flush=True)
+    runs = {sequence.tool.name: sequence.run.as_json() for sequence in sequences}
+    return [runs[tool.name] for tool in tools], failures
 
 
 # --- machine description -------------------------------------------------------
@@ -618,7 +658,7 @@ def throughput_ratio(summary, phase, peer):
 
 def ratios_by_repetition(runs, phase, peer):
     """coldvault's throughput over the peer's in each repetition where both have the phase: the tools
-    take turns within a repetition, so each pair ran under the same conditions."""
+    take turns phase by phase, so each pair ran seconds apart, under much the same conditions."""
     figures = {(run["repetition"], run["tool"]): run["phases"].get(phase) for run in runs}
     ratios = []
     for repetition in sorted({run["repetition"] for run in runs}):
@@ -722,10 +762,11 @@ def enough_space(work, size_mib, runs):
     return True
 
 
-def available_tools(names, work, data_dir):
+def available_tools(names, work):
+    """Each tool backs up a tree of its own, so that all of them can stand at the same step at once."""
     tools = []
     for name in names:
-        tool = TOOL_CLASSES[name](work, data_dir)
+        tool = TOOL_CLASSES[name](work, work / f"data-{name}")
         reason = tool.unavailable_reason()
         if reason:
             print(f"skipping {name}: {reason}")
@@ -743,7 +784,7 @@ def main(argv=None):
     logs.mkdir(parents=True, exist_ok=True)
     Coldvault.compression_level = args.coldvault_level
     shutil.rmtree(work / TRASH, ignore_errors=True)  # a previous run's, if it was interrupted
-    tools = available_tools(args.tools, work, work / "data")
+    tools = available_tools(args.tools, work)
     if not tools:
         print("no tool to benchmark")
         return 1
@@ -753,19 +794,11 @@ def main(argv=None):
     print_header(machine, args.size_mib, args.repeat)
 
     runs, failures = [], []
-    # Interleave tools within each repetition so slow drifts of the machine
-    # (other load, thermal state) spread over all tools alike.
     for rep in range(1, args.repeat + 1):
-        for tool in tools:
-            print(f"\n[repetition {rep}/{args.repeat}] {tool.name} (logs in {logs})", flush=True)
-            run = ToolRun(rep, tool.name)
-            try:
-                run_sequence(tool, run, args.size_mib, logs)
-            except RunFailed as failure:
-                run.error = str(failure)
-                failures.append(f"repetition {rep}, {tool.name}: {run.error}")
-                print(f"\n!!! {tool.name} FAILED (repetition {rep}):\n{run.error}\n", file=sys.stderr, flush=True)
-            runs.append(run.as_json())
+        print(f"\n[repetition {rep}/{args.repeat}] (logs in {logs})", flush=True)
+        repetition_runs, repetition_failures = run_repetition(tools, rep, args.size_mib, logs)
+        runs += repetition_runs
+        failures += repetition_failures
 
     summary = medians(runs, [tool.name for tool in tools])
     for phase in PHASES:
