@@ -496,6 +496,7 @@ class Sequence:
         self.size_mib = size_mib
         self.logs = logs
         self.env = tool.env()
+        self.generation1 = None  # the tree's first generation, once start() made it
         self.steps = (self.start, self.backup1, self.backup2, self.restore, self.check)
 
     def _log_base(self, step):
