@@ -24,4 +24,5 @@ for stream in 1 2; do
 done
 wait
 ended=$(date +%s.%N)
-echo "read $((pack_bytes / 1048576)) MiB of packs and wrote $size_mib MiB, direct, two streams each: $(echo "$ended - $started" | bc) s"
+awk -v s="$started" -v e="$ended" -v r=$((pack_bytes / 1048576)) -v w="$size_mib" \
+    'BEGIN { printf "read %d MiB of packs and wrote %d MiB, direct, two streams each: %.2f s\n", r, w, e - s }'
