@@ -91,7 +91,7 @@ class World:
         """check passes, and every retained snapshot restores to what was backed up, from each target."""
         for store in self.stores:
             repo = Repository.open(store, recovery_key=self.repo.master_key, clock=self.clock)
-            result = check(repo, read_fraction=1.0, progress=SilentProgress(), rng=random.Random(0))
+            result = check(repo, read_fraction=1.0, progress=SilentProgress(), rng=random.Random(0), workers=2)
             assert result.ok, result.errors
             for snapshot in repo.snapshots():
                 restored = {

@@ -206,6 +206,7 @@ def cmd_check(args: argparse.Namespace, session: Session) -> int:
         read_fraction=fraction,
         progress=make_progress(quiet=args.quiet or args.json),
         rng=random.Random(),
+        workers=session.workers,
         before_reading=lambda packs: warm_up(
             repo, packs, report=status_line(quiet=args.quiet), poll_interval=args.poll_interval
         ),

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from coldvault.engine.pipeline import OrderedPipeline
 from coldvault.engine.progress import Progress
 from coldvault.errors import ColdvaultError, IntegrityError
 from coldvault.repo.blob import BlobKind, decode_blob
@@ -17,6 +19,10 @@ from coldvault.repo.pack import read_header
 from coldvault.repo.repository import PACK_KINDS, Repository, build_index
 from coldvault.repo.tree import FILE
 from coldvault.storage.handle import Handle, Kind, verify_object
+
+# Packs being read or waiting to be, whatever the workers: a pack is in memory whole (twice, while it is
+# read), and packs may be configured up to 1 GiB, where one at a time is the most that fits anyway.
+_PACK_BYTES_IN_FLIGHT = 128 << 20
 
 
 @dataclass
@@ -39,9 +45,11 @@ def check(
     read_fraction: float,
     progress: Progress,
     rng: random.Random,
+    workers: int,
     before_reading: Callable[[set[Handle]], object] = lambda _: None,
 ) -> CheckResult:
-    """``before_reading`` gets the packs chosen for reading first: where archived packs are warmed up."""
+    """``before_reading`` gets the packs chosen for reading first: where archived packs are warmed up;
+    ``workers`` packs are read and verified at a time."""
     result = CheckResult()
     progress.start("check structure")
     _check_key_slots(repo, result)
@@ -60,9 +68,7 @@ def check(
         )
         before_reading({Handle(PACK_KINDS[p.kind], p.name) for p in chosen})
         progress.start("check data", sum(p.length for p in chosen))
-        for pack in chosen:
-            _read_pack(repo, pack, result)
-            progress.advance(pack.length)
+        _read_packs(repo, chosen, result, progress, workers)
         progress.finish()
     return result
 
@@ -134,14 +140,44 @@ def _check_snapshots(repo: Repository, index: Index, result: CheckResult) -> Non
             result.errors.append(f"{info.handle}: {exc}")
 
 
-def _read_pack(repo: Repository, pack: PackRecord, result: CheckResult) -> None:
+def _read_packs(
+    repo: Repository, packs: list[PackRecord], result: CheckResult, progress: Progress, workers: int
+) -> None:
+    """Side by side, as reading, decryption, decompression and hashing let go of the GIL: one pack at a
+    time left a core idle.  At most ``workers`` packs are in memory, and fewer when they are large; the
+    results are taken in the packs' order, so errors are listed in the same order whatever finishes first."""
+
+    def record(problem: object, pack: PackRecord) -> None:
+        if problem is None:
+            result.packs_read += 1
+            result.bytes_read += pack.length
+        else:
+            result.errors.append(str(problem))
+        progress.advance(pack.length)
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="coldvault-check") as pool:
+        # Twice as many queued as running: a worker whose pack finished before an older one starts
+        # the next at once (a queued task holds no pack yet).
+        pipeline: OrderedPipeline[PackRecord] = OrderedPipeline(
+            pool, record, max_items=2 * workers, max_bytes=_PACK_BYTES_IN_FLIGHT
+        )
+        try:
+            for pack in packs:
+                pipeline.submit(_pack_problem, repo, pack, tag=pack, weight=pack.length)
+            pipeline.drain()
+        finally:
+            pipeline.cancel()  # after a failure: only the packs being read are waited for
+
+
+def _pack_problem(repo: Repository, pack: PackRecord) -> str | None:
+    """What is wrong with the pack, named, or None if it verifies."""
     try:
-        result.bytes_read += len(read_pack(repo, pack))
-        result.packs_read += 1
+        read_pack(repo, pack)
     except ColdvaultError as exc:
         handle = str(Handle(PACK_KINDS[pack.kind], pack.name))
         message = str(exc)
-        result.errors.append(message if handle in message else f"{handle}: {message}")
+        return message if handle in message else f"{handle}: {message}"
+    return None
 
 
 def read_pack(repo: Repository, pack: PackRecord) -> bytes:
