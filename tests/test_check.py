@@ -3,14 +3,13 @@ whatever the number of workers, and never more packs in memory than workers."""
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
 
 import pytest
 
-from coldvault.config import FormatConfig, Secret, parse_config
+from coldvault.config import FormatConfig, Secret, Source
 from coldvault.engine import check as check_module
 from coldvault.engine.backup import BackupOptions, backup
 from coldvault.engine.check import check
@@ -32,11 +31,7 @@ def backed_up(tmp_path_factory: pytest.TempPathFactory) -> tuple[MemoryStore, Re
         (source / f"file-{number}").write_bytes(random.Random(number).randbytes(48 << 10))
     store = MemoryStore()
     repo = Repository.init(store, Secret(b"pw"), FORMAT)
-    config = parse_config(
-        '[[targets]]\nname = "t"\ntype = "local"\npath = "/nonexistent"\n\n'
-        f'[[sources]]\nname = "files"\npaths = [{json.dumps(str(source))}]\n'
-    )
-    backup(repo, config.sources[0], BackupOptions(workers=2, compression_level=3), SilentProgress())
+    backup(repo, Source(name="files", paths=[source]), BackupOptions(workers=2, compression_level=3), SilentProgress())
     return store, repo
 
 
