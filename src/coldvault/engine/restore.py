@@ -98,6 +98,8 @@ class _Destination:
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self._root = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        # parent()'s directory, a descriptor of its own rather than one borrowed from _opened: reaching
+        # another directory while it is in use (a hard link's leader) may close the borrowed one.
         self._cached: tuple[bytes, int] | None = None
         # Descriptors of directories reached already, by path, least recently used first: a path is
         # walked from its nearest opened ancestor, not from the root component by component (which
