@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coldvault.storage.direct_io import ALIGN, SLICE, DirectFiles, SlicedWriter, data_ranges
+from coldvault.storage import direct_io
+from coldvault.storage.direct_io import ALIGN, SLICE, DirectFiles, SlicedWriter, data_ranges, read_on
 
 SIZES = [0, 1, ALIGN - 1, ALIGN, ALIGN + 1, (4 << 20) - 1, 4 << 20, (4 << 20) + 5, (20 << 20) + 123]
 
@@ -39,6 +40,22 @@ def test_reads_of_any_range_match_the_file(tmp_path):
         length = rng.choice([None, 0, 1, ALIGN, rng.randrange(len(data) + 10)])
         expected = data[offset:] if length is None else data[offset : offset + length]
         assert files.read(path, offset, length) == expected, (offset, length)
+
+
+def test_reads_on_through_the_cache_match_the_file(tmp_path, monkeypatch):
+    data = random.Random(5).randbytes((2 << 20) + 333)
+    path = tmp_path / "pack"
+    path.write_bytes(data)
+    hints = []
+    # Mocked: whether the kernel fetched ahead cannot be observed from Python (no mincore); the hint can.
+    monkeypatch.setattr(direct_io, "_fadvise", lambda fd, offset, length, advice: hints.append((offset, length)))
+    rng = random.Random(6)
+    for _ in range(200):
+        offset, length = rng.randrange(len(data) + 10), rng.choice([0, 1, ALIGN, rng.randrange(len(data) + 10)])
+        hints.clear()
+        got = read_on(path, offset, length)
+        assert got == data[offset : offset + length], (offset, length)
+        assert hints == ([(offset + len(got), len(got))] if got else [])  # as many again, right after
 
 
 def test_writing_over_an_existing_file_is_refused(tmp_path):

@@ -9,7 +9,8 @@ Stored files are made read-only (0444) as a guard against accidents.
 Packs are written and read with direct I/O where the filesystem allows it
 (storage.direct_io): they are written once and read rarely, so caching them would
 only evict the host's own working set, and verification would read the cache
-instead of the device.
+instead of the device.  A range of a pack (the chunks a restore fetches) is the
+exception: it is read through the page cache, with the kernel reading ahead.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from coldvault.errors import AlreadyExists, NotFound, PermissionDenied, TargetError
-from coldvault.storage.direct_io import DirectFiles
+from coldvault.storage.direct_io import DirectFiles, read_on
 from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.protocol import BytesLike, Capabilities, ObjectInfo, PutMode
 
@@ -71,8 +72,11 @@ class LocalStore:
         return ObjectInfo(handle, len(data), created=created)
 
     def get(self, handle: Handle, *, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._root / handle.path
         with self._errors(handle):
-            return self._files.read(self._root / handle.path, offset, length, direct=handle.kind.fans_out)
+            if length is not None and handle.kind.fans_out:
+                return read_on(path, offset, length)
+            return self._files.read(path, offset, length, direct=handle.kind.fans_out)
 
     def head(self, handle: Handle) -> ObjectInfo:
         with self._errors(handle):
