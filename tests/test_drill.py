@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from test_check import PackReadsAtOnce
 from test_cli import CLI, basic_config
 from test_replication_cli import Outage, config
 
@@ -18,7 +19,8 @@ from coldvault.engine.backup import BackupOptions, backup
 from coldvault.engine.drill import Coverage, Sampling, choose_snapshots, drill_target
 from coldvault.engine.locks import LockPolicy
 from coldvault.engine.progress import SilentProgress
-from coldvault.repo.repository import Repository
+from coldvault.repo.repository import PACK_KINDS, Repository
+from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.memory import MemoryStore
 from coldvault.storage.policy import PolicyStore
 
@@ -105,7 +107,9 @@ def drill_memory(store: MemoryStore, repo: Repository, source: Source, policy: L
     alone = Repository.open(store, recovery_key=repo.master_key)
     now = datetime.now(UTC)
     coverage = Coverage(30, {}, 1.0)
-    return drill_target("mem", alone, store, [s.id for s in chosen], 1, Sampling(), policy, now, coverage, report=print)
+    return drill_target(
+        "mem", alone, store, [s.id for s in chosen], 1, Sampling(), policy, now, coverage, report=print, workers=2
+    )
 
 
 @pytest.fixture
@@ -261,8 +265,9 @@ def test_pack_coverage_rotates_until_every_pack_was_read_within_the_period(sourc
     for day in range(4):  # a drill a day, every pack within four days
         when = now + timedelta(days=day)
         result = drill_target(
-            "mem", alone, store, [], 1, Sampling(), None, when, Coverage(4, dict(last_read), 1.0), report=print
-        )
+            "mem", alone, store, [], 1, Sampling(), None, when, Coverage(4, dict(last_read), 1.0), report=print,
+            workers=2,
+        )  # fmt: skip
         assert result.ok
         assert len(result.whole_packs) == -(-len(packs) // 4)
         read += result.whole_packs
@@ -272,3 +277,28 @@ def test_pack_coverage_rotates_until_every_pack_was_read_within_the_period(sourc
         "days": 4, "packs": len(packs), "read_now": len(result.whole_packs), "read_within_days": len(packs),
         "fraction": 1.0,
     }  # fmt: skip
+
+
+def test_the_rotation_reads_packs_side_by_side_and_names_damaged_ones_in_its_order(source: Source) -> None:
+    store = MemoryStore()
+    repo = Repository.init(store, Secret(b"pw"), FORMAT)
+    Path(source.paths[0], "more").write_bytes(random.Random(4).randbytes(200_000))
+    backup(repo, source, BackupOptions(workers=2, compression_level=3), SilentProgress())
+    packs = sorted((Handle(PACK_KINDS[p.kind], p.name) for p in repo.index.packs()), key=lambda h: h.name)
+    damaged = [h for h in packs if h.kind is Kind.DATA][1:8:3]
+    for handle in damaged:
+        store.corrupt(handle, position=len(store.get(handle)) // 2)
+    results = {}
+    for workers in (1, 3):
+        counting = PackReadsAtOnce(store)
+        alone = Repository.open(counting, recovery_key=repo.master_key)
+        results[workers] = drill_target(
+            "mem", alone, counting, [], 1, Sampling(), None, datetime.now(UTC), Coverage(1, {}, 1.0), report=print,
+            workers=workers,
+        )  # fmt: skip
+        assert counting.most == 1 if workers == 1 else 1 < counting.most <= workers
+    one, three = results[1], results[3]
+    assert len(one.errors) == len(damaged) and all(h.name[:12] in " ".join(one.errors) for h in damaged)
+    assert three.errors == one.errors, "the same problems in the same order, whatever the workers"
+    assert three.whole_packs == one.whole_packs and len(one.whole_packs) == len(packs) - len(damaged)
+    assert three.bytes == one.bytes

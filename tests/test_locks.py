@@ -122,7 +122,7 @@ def test_the_drill_fails_on_a_shared_pack_locked_too_short_until_maintain(r: Rep
         alone = Repository.open(r.store, recovery_key=r.repo.master_key, clock=r.clock)
         result = drill_target(
             "mem", alone, r.store, [newest.id], 1, Sampling(files=4), LOCK, r.clock(), Coverage(30, {}, 1.0),
-            report=lambda _: None,
+            report=lambda _: None, workers=2,
         )  # fmt: skip
         assert not result.errors
         return result.lock_violations

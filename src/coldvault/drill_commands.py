@@ -83,7 +83,7 @@ def cmd_drill(args: argparse.Namespace, session: Session) -> int:
             continue
         result = drill_target(
             target.name, alone, store, [s.id for s in chosen], seed, sampling, lock, now, coverage,
-            report=report, poll_interval=args.poll_interval,
+            report=report, workers=session.workers, poll_interval=args.poll_interval,
         )  # fmt: skip
         journal.record_drilled(target.name, result.whole_packs, now.isoformat())
         results.append(result)

@@ -143,23 +143,38 @@ def _check_snapshots(repo: Repository, index: Index, result: CheckResult) -> Non
 def _read_packs(
     repo: Repository, packs: list[PackRecord], result: CheckResult, progress: Progress, workers: int
 ) -> None:
-    """Side by side, as reading, decryption, decompression and hashing let go of the GIL: one pack at a
-    time left a core idle.  At most ``workers`` packs are in memory, and fewer when they are large; the
-    results are taken in the packs' order, so errors are listed in the same order whatever finishes first."""
-
-    def record(problem: object, pack: PackRecord) -> None:
+    def record(pack: PackRecord, problem: ColdvaultError | None) -> None:
         if problem is None:
             result.packs_read += 1
             result.bytes_read += pack.length
         else:
-            result.errors.append(str(problem))
+            handle, message = str(Handle(PACK_KINDS[pack.kind], pack.name)), str(problem)
+            result.errors.append(message if handle in message else f"{handle}: {message}")
         progress.advance(pack.length)
 
-    with ThreadPoolExecutor(workers, thread_name_prefix="coldvault-check") as pool:
+    verify_packs(repo, packs, workers=workers, take=record)
+
+
+def verify_packs(
+    repo: Repository,
+    packs: list[PackRecord],
+    *,
+    workers: int,
+    take: Callable[[PackRecord, ColdvaultError | None], None],
+) -> None:
+    """Read and verify whole packs (read_pack) side by side, as reading, decryption, decompression and
+    hashing let go of the GIL: one pack at a time left a core idle, and a cloud's bandwidth unused.
+    ``take`` gets each pack with what is wrong with it, or None, in the packs' order whatever finishes
+    first, so problems are listed in the same order.  At most ``workers`` packs are in memory, and fewer
+    when they are large."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="coldvault-verify") as pool:
         # Twice as many queued as running: a worker whose pack finished before an older one starts
         # the next at once (a queued task holds no pack yet).
         pipeline: OrderedPipeline[PackRecord] = OrderedPipeline(
-            pool, record, max_items=2 * workers, max_bytes=_PACK_BYTES_IN_FLIGHT
+            pool,
+            lambda problem, pack: take(pack, problem if isinstance(problem, ColdvaultError) else None),
+            max_items=2 * workers,
+            max_bytes=_PACK_BYTES_IN_FLIGHT,
         )
         try:
             for pack in packs:
@@ -169,14 +184,11 @@ def _read_packs(
             pipeline.cancel()  # after a failure: only the packs being read are waited for
 
 
-def _pack_problem(repo: Repository, pack: PackRecord) -> str | None:
-    """What is wrong with the pack, named, or None if it verifies."""
+def _pack_problem(repo: Repository, pack: PackRecord) -> ColdvaultError | None:
     try:
         read_pack(repo, pack)
     except ColdvaultError as exc:
-        handle = str(Handle(PACK_KINDS[pack.kind], pack.name))
-        message = str(exc)
-        return message if handle in message else f"{handle}: {message}"
+        return exc
     return None
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from coldvault.engine.check import read_pack
+from coldvault.engine.check import verify_packs
 from coldvault.engine.full_drill import FullDrill
 from coldvault.engine.locks import LockPolicy, snapshot_retained_until
 from coldvault.engine.warmup import warm_up
@@ -127,10 +127,12 @@ def drill_target(
     coverage: Coverage,
     *,
     report: Callable[[str], None],
+    workers: int,
     poll_interval: float = 60.0,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> TargetDrill:
-    """Drill one target: ``repo`` must read from ``store`` alone, with no cache in between."""
+    """Drill one target: ``repo`` must read from ``store`` alone, with no cache in between; ``workers``
+    of the rotation's whole packs are read at a time, as a restore reads side by side."""
     result = TargetDrill(name)
     started = monotonic()
     try:
@@ -151,7 +153,7 @@ def drill_target(
                 _drill_range(result, repo, snapshot, position, node, offset, length, started, monotonic)
             if len(result.errors) == errors:
                 result.verified.add(snapshot.id)
-        _read_whole(result, repo, rotation)
+        _read_whole(result, repo, rotation, workers)
         result.coverage = _coverage_figures(repo, coverage, result.whole_packs, now)
         result.errors += [f"{name}: {message}" for message in repo.skipped]
         _check_locks(result, store, lock, drilled, now)
@@ -171,14 +173,15 @@ def _rotation(repo: Repository, coverage: Coverage, rng: random.Random) -> list[
     return packs[:count]
 
 
-def _read_whole(result: TargetDrill, repo: Repository, packs: list[PackRecord]) -> None:
-    for pack in packs:
-        try:
-            result.bytes += len(read_pack(repo, pack))
-        except ColdvaultError as exc:
-            result.errors.append(f"pack {pack.name[:12]}: {exc}")
-            continue
+def _read_whole(result: TargetDrill, repo: Repository, packs: list[PackRecord], workers: int) -> None:
+    def take(pack: PackRecord, problem: ColdvaultError | None) -> None:
+        if problem is not None:
+            result.errors.append(f"pack {pack.name[:12]}: {problem}")
+            return
+        result.bytes += pack.length
         result.whole_packs.append(pack.name)
+
+    verify_packs(repo, packs, workers=workers, take=take)
 
 
 def _coverage_figures(repo: Repository, coverage: Coverage, read_now: list[str], now: datetime) -> dict[str, Any]:

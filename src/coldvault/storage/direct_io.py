@@ -23,7 +23,8 @@ What a restore reads is the exception (read_on): runs of chunks, a range of a pa
 mostly in the order they lie in the pack.  A direct read waits for the device with nothing
 else in flight, while through the page cache the kernel fetches what follows meanwhile: on
 the benchmark machine a 1 GiB restore took a tenth less time (docs/BENCHMARKS.md).  Whole
-objects, which is how check, scrub and drills verify packs, are still read around the cache.
+objects, which is how check, scrub and a drill's rotation verify packs, are still read around
+the cache.
 """
 
 from __future__ import annotations
