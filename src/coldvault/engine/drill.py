@@ -157,6 +157,8 @@ def drill_target(
         result.coverage = _coverage_figures(repo, coverage, result.whole_packs, now)
         result.errors += [f"{name}: {message}" for message in repo.skipped]
         _check_locks(result, store, lock, drilled, now)
+        read_whole = set(result.whole_packs)
+        _check_rotation_locks(result, store, lock, [p for p in rotation if p.name in read_whole], now)
     except ColdvaultError as exc:
         result.errors.append(str(exc))
     result.duration_s = monotonic() - started
@@ -282,14 +284,31 @@ def _check_locks(
             )
 
 
-def _lock_of(result: TargetDrill, store: Store, handle: Handle, lock: LockPolicy, now: datetime) -> datetime | None:
+def _check_rotation_locks(
+    result: TargetDrill, store: Store, lock: LockPolicy | None, packs: list[PackRecord], now: datetime
+) -> None:
+    """Read back the lock of every pack the rotation verified that the sample did not: it must be in the
+    policy's mode, so a pack ever stored without its lock is found within ``coverage_days``.  It may be
+    out of retention: which snapshots need it is not known here, and once every one of them is past
+    its own retention, prune deletes it."""
+    if lock is None:
+        return
+    for pack in packs:
+        handle = Handle(PACK_KINDS[pack.kind], pack.name)
+        if handle not in result.packs_read:
+            _lock_of(result, store, handle, lock, now, still_retained=False)
+
+
+def _lock_of(
+    result: TargetDrill, store: Store, handle: Handle, lock: LockPolicy, now: datetime, *, still_retained: bool = True
+) -> datetime | None:
     """The object's retain-until, if it is locked as the policy says; otherwise the violation is noted."""
     info = store.head(handle)
     result.locks_checked += 1
     if info.lock_mode != lock.mode:
         result.lock_violations.append(f"{handle} is locked in mode {info.lock_mode!r}; the policy says {lock.mode!r}")
         return None
-    if info.retain_until is None or info.retain_until <= now:
+    if info.retain_until is None or (still_retained and info.retain_until <= now):
         result.lock_violations.append(f"{handle} is no longer under retention (it ended {info.retain_until})")
         return None
     return info.retain_until
