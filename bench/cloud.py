@@ -19,21 +19,19 @@ import sys
 import uuid
 from pathlib import Path
 
-import boto3
 import gen_tree
-from run import MIB, VENV_BIN, fresh_dir, measure, tree_bytes
+from run import MIB, PASSPHRASE, VENV_BIN, fresh_dir, measure, tree_bytes
 
 from coldvault import emulators
 
-PASSPHRASE = "coldvault-benchmark-passphrase"
+REGION = "eu-west-1"
 PACK_SIZE_MIB = 32  # the default
 
 
 def make_bucket(endpoint: str) -> str:
+    """A new bucket with Object Lock on, as coldvault expects by default; returns its name."""
     name = f"bench-{uuid.uuid4().hex[:16]}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-1").create_bucket(
-        Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}, ObjectLockEnabledForBucket=True
-    )
+    emulators.create_s3_bucket(endpoint, name, REGION)
     return name
 
 
@@ -48,7 +46,7 @@ state_dir = "{work / "state" / bucket}"
 name = "moto"
 type = "s3"
 bucket = "{bucket}"
-region = "eu-west-1"
+region = "{REGION}"
 endpoint = "{endpoint}"
 max_in_flight = {in_flight}
 lock = {{ mode = "compliance", days = 1 }}

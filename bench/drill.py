@@ -17,16 +17,13 @@ import json
 import os
 import statistics
 import sys
-import uuid
 from pathlib import Path
 
 import gen_tree
-from run import VENV_BIN, fresh_dir, measure
+from cloud import REGION, make_bucket
+from run import PASSPHRASE, VENV_BIN, fresh_dir, measure
 
 from coldvault import emulators
-
-PASSPHRASE = "coldvault-benchmark-passphrase"
-REGION = "eu-west-1"
 
 
 def write_config(path: Path, *, state: Path, data: Path, endpoint: str, bucket: str) -> Path:
@@ -80,8 +77,7 @@ def main() -> int:
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")  # moto takes any key
     results: dict[str, list[dict]] = {str(tree): [] for tree in trees}
     with emulators.running(emulators.moto()) as moto:
-        bucket = f"drill-{uuid.uuid4().hex[:12]}"
-        emulators.create_s3_bucket(moto.endpoint, bucket, REGION)
+        bucket = make_bucket(moto.endpoint)
 
         def run(step: str, tree: Path, name: str) -> tuple[float, Path]:
             state = work / "state" / name
