@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from coldvault.repo.repository import PACK_KINDS, Repository
 from coldvault.storage.handle import Handle, Kind
 from coldvault.storage.memory import MemoryStore
 from coldvault.storage.policy import PolicyStore
+from coldvault.storage.protocol import ObjectInfo
 
 FORMAT = FormatConfig(chunk_min_size=256, chunk_avg_size=1024, chunk_max_size=4096, pack_size=16 << 10)
 
@@ -145,6 +147,21 @@ def rotation_drill(store: MemoryStore, repo: Repository, policy: LockPolicy, now
     return drill_target(
         "mem", alone, store, [], 1, Sampling(), policy, now, Coverage(1, {}, 1.0), report=print, workers=2
     )
+
+
+class DatelessLocks(MemoryStore):
+    """A provider that reports an object's lock mode without its retain-until date."""
+
+    def head(self, handle: Handle) -> ObjectInfo:
+        return replace(super().head(handle), retain_until=None)
+
+
+def test_a_lock_in_the_right_mode_without_a_date_fails_the_drill(source: Source) -> None:
+    store = DatelessLocks()
+    repo = Repository.init(PolicyStore(store, lock_days=30, pack_storage_class=None), Secret(b"pw"), FORMAT)
+    result = drill_memory(store, repo, source, LockPolicy("compliance", 30))
+    assert not result.ok and result.lock_violations
+    assert all("is in mode 'compliance' but has no retain-until date" in v for v in result.lock_violations)
 
 
 def test_every_pack_the_rotation_verifies_must_be_locked_in_the_policys_mode(source: Source) -> None:

@@ -308,7 +308,10 @@ def _lock_of(
     if info.lock_mode != lock.mode:
         result.lock_violations.append(f"{handle} is locked in mode {info.lock_mode!r}; the policy says {lock.mode!r}")
         return None
-    if info.retain_until is None or (still_retained and info.retain_until <= now):
+    if info.retain_until is None:
+        result.lock_violations.append(f"{handle} is in mode {lock.mode!r} but has no retain-until date")
+        return None
+    if still_retained and info.retain_until <= now:
         result.lock_violations.append(f"{handle} is no longer under retention (it ended {info.retain_until})")
         return None
     return info.retain_until
