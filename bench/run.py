@@ -738,7 +738,7 @@ def parse_args(argv):
     parser.add_argument("--work", type=Path, default=BENCH_DIR / "out", help="working directory (default bench/out)")
     parser.add_argument("--repeat", type=int, default=1, help="repetitions; medians are reported (default 1)")
     parser.add_argument("--tools", default=",".join(ALL_TOOLS), help="comma-separated subset of " + ",".join(ALL_TOOLS))
-    parser.add_argument("--coldvault-level", type=int, help="coldvault's zstd level (default: its own default, 2)")
+    parser.add_argument("--coldvault-level", type=int, help="coldvault's zstd level (default: its own default, 1)")
     args = parser.parse_args(argv)
     args.tools = [name.strip() for name in args.tools.split(",") if name.strip()]
     unknown = sorted(set(args.tools) - set(ALL_TOOLS))

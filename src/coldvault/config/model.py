@@ -119,9 +119,9 @@ class FormatConfig(_Strict):
         return self
 
 
-# 2, not zstd's own 3: on the bench tree level 3 costs ~25% more CPU per compressible byte for ~1%
-# less storage (docs/BENCHMARKS.md, "Compression level"), and a backup runs on production hosts.
-DEFAULT_COMPRESSION_LEVEL = 2
+# 1, not zstd's own 3: a backup runs on production hosts, and on the bench tree each level up costs
+# ~25% more CPU per compressible byte for 1-3% less storage (docs/BENCHMARKS.md, "Compression level").
+DEFAULT_COMPRESSION_LEVEL = 1
 
 
 class RepositoryConfig(_Strict):
