@@ -186,6 +186,7 @@ class Coldvault(Tool):
     name = "coldvault"
 
     compression_level = None  # coldvault's default unless --coldvault-level is given
+    chunk_avg_kib = None  # coldvault's default chunk sizes unless --coldvault-chunk-avg-kib is given
 
     def __init__(self, work, data_dir):
         super().__init__(work, data_dir)
@@ -222,9 +223,20 @@ class Coldvault(Tool):
         return (
             f"[repository]\nstate_dir = {quote(str(self.state_dir))}\n"
             + (f"compression_level = {self.compression_level}\n" if self.compression_level else "")
+            + self._format_text()
             + "\n"
             f'[[targets]]\nname = "bench"\ntype = "local"\npath = {quote(str(self.repo))}\n\n'
             f'[[sources]]\nname = "bench"\npaths = [{quote(str(self.data_dir))}]\n'
+        )
+
+    def _format_text(self):
+        """Chunk sizes in the defaults' proportions: the minimum a quarter of the average, the maximum eight times."""
+        if not self.chunk_avg_kib:
+            return ""
+        avg = self.chunk_avg_kib
+        return (
+            f'\n[repository.format]\nchunk_min_size = "{avg // 4}KiB"\n'
+            f'chunk_avg_size = "{avg}KiB"\nchunk_max_size = "{avg * 8}KiB"\n'
         )
 
     def _base(self):
@@ -739,6 +751,12 @@ def parse_args(argv):
     parser.add_argument("--repeat", type=int, default=1, help="repetitions; medians are reported (default 1)")
     parser.add_argument("--tools", default=",".join(ALL_TOOLS), help="comma-separated subset of " + ",".join(ALL_TOOLS))
     parser.add_argument("--coldvault-level", type=int, help="coldvault's zstd level (default: its own default, 1)")
+    parser.add_argument(
+        "--coldvault-chunk-avg-kib",
+        type=int,
+        help="coldvault's average chunk size in KiB, a power of two, minimum and maximum scaled with it"
+        " (default: its own, 1024)",
+    )
     args = parser.parse_args(argv)
     args.tools = [name.strip() for name in args.tools.split(",") if name.strip()]
     unknown = sorted(set(args.tools) - set(ALL_TOOLS))
@@ -784,6 +802,7 @@ def main(argv=None):
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     Coldvault.compression_level = args.coldvault_level
+    Coldvault.chunk_avg_kib = args.coldvault_chunk_avg_kib
     shutil.rmtree(work / TRASH, ignore_errors=True)  # a previous run's, if it was interrupted
     tools = available_tools(args.tools, work)
     if not tools:
@@ -817,6 +836,7 @@ def main(argv=None):
                     "seed": SEED,
                     "warm_cache": True,
                     "coldvault_level": args.coldvault_level,
+                    "coldvault_chunk_avg_kib": args.coldvault_chunk_avg_kib,
                 },
                 "medians": summary,
                 "runs": runs,
