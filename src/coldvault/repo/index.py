@@ -110,10 +110,12 @@ class Index:
     """
 
     def __init__(self) -> None:
-        self._chunks: dict[tuple[BlobKind, bytes], Location] = {}
+        # One map per kind, keyed by the id alone: a (kind, id) tuple per entry cost 56 bytes more, and the
+        # whole index lives in memory (docs/BENCHMARKS.md, 2026-12-07 evening).
+        self._chunks: dict[BlobKind, dict[bytes, Location]] = {kind: {} for kind in BlobKind}
         self._packs: dict[str, PackRecord] = {}
         self._described_by: dict[str, str] = {}  # pack name → name of an index object describing it
-        self._retired_chunks: dict[tuple[BlobKind, bytes], Location] = {}
+        self._retired_chunks: dict[BlobKind, dict[bytes, Location]] = {kind: {} for kind in BlobKind}
         self._retired_packs: dict[str, PackRecord] = {}
         self._retired_described_by: dict[str, str] = {}
 
@@ -127,22 +129,21 @@ class Index:
         if index_object is not None:
             described_by.setdefault(pack.name, index_object)
         for e in pack.entries:
-            chunks.setdefault((e.kind, e.chunk_id), Location(pack.name, e.kind, e.offset, e.length, e.raw_length))
+            chunks[e.kind].setdefault(e.chunk_id, Location(pack.name, e.kind, e.offset, e.length, e.raw_length))
 
     def has(self, kind: BlobKind, chunk_id: bytes) -> bool:
         return self.lookup(kind, chunk_id) is not None
 
     def __len__(self) -> int:
-        return len(self._chunks)
+        return sum(len(chunks) for chunks in self._chunks.values())
 
     def lookup(self, kind: BlobKind, chunk_id: bytes) -> Location | None:
         """Where to read a chunk: a live entry, else a retired one."""
-        key = (kind, chunk_id)
-        return self._chunks.get(key) or self._retired_chunks.get(key)
+        return self._chunks[kind].get(chunk_id) or self._retired_chunks[kind].get(chunk_id)
 
     def lookup_live(self, kind: BlobKind, chunk_id: bytes) -> Location | None:
         """Where a chunk is for deduplication: live entries only (see the module's docstring)."""
-        return self._chunks.get((kind, chunk_id))
+        return self._chunks[kind].get(chunk_id)
 
     def packs(self) -> Iterator[PackRecord]:
         """The live packs."""
