@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 import gen_tree
-from run import MIB, PASSPHRASE, VENV_BIN, fresh_dir, measure, tree_bytes
+from run import MIB, PASSPHRASE, SEED, VENV_BIN, fresh_dir, measure, tree_bytes
 
 from coldvault import emulators
 
@@ -33,6 +33,16 @@ def make_bucket(endpoint: str) -> str:
     name = f"bench-{uuid.uuid4().hex[:16]}"
     emulators.create_s3_bucket(endpoint, name, REGION)
     return name
+
+
+def fresh_tree(work: Path, size_mib: int) -> Path:
+    """Empty ``work``, generate the bench tree in ``work/data`` and give moto the credentials it takes
+    (any); returns the tree."""
+    fresh_dir(work)
+    data = work / "data"
+    gen_tree.generate(data, size_mib, SEED)
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
+    return data
 
 
 def coldvault_config(work: Path, data: Path, endpoint: str, bucket: str, in_flight: int) -> Path:
@@ -68,11 +78,8 @@ def main() -> int:
     args = parser.parse_args()
 
     work = args.work.resolve()
-    fresh_dir(work)
-    data = work / "data"
-    gen_tree.generate(data, args.size_mib, 42)
+    data = fresh_tree(work, args.size_mib)
     size = tree_bytes(data)
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")  # moto takes any key
     env = {**os.environ, "COLDVAULT_PASSPHRASE": PASSPHRASE}
     packs = work / "local-repo"
     local_config = work / "local.toml"

@@ -19,9 +19,8 @@ import statistics
 import sys
 from pathlib import Path
 
-import gen_tree
-from cloud import REGION, make_bucket
-from run import PASSPHRASE, VENV_BIN, fresh_dir, measure
+from cloud import REGION, fresh_tree, make_bucket
+from run import PASSPHRASE, VENV_BIN, measure
 
 from coldvault import emulators
 
@@ -70,11 +69,8 @@ def main() -> int:
     args = parser.parse_args()
 
     work = args.work.resolve()
-    fresh_dir(work)
-    data = work / "data"
-    gen_tree.generate(data, args.size_mib, 42)
+    data = fresh_tree(work, args.size_mib)
     trees = [Path(s).resolve() for s in args.src.split(",")]
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")  # moto takes any key
     results: dict[str, list[dict]] = {str(tree): [] for tree in trees}
     with emulators.running(emulators.moto()) as moto:
         bucket = make_bucket(moto.endpoint)
