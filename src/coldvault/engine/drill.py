@@ -157,8 +157,7 @@ def drill_target(
         result.coverage = _coverage_figures(repo, coverage, result.whole_packs, now)
         result.errors += [f"{name}: {message}" for message in repo.skipped]
         _check_locks(result, store, lock, drilled, now)
-        read_whole = set(result.whole_packs)
-        _check_rotation_locks(result, store, lock, [p for p in rotation if p.name in read_whole], now)
+        _check_rotation_locks(result, store, lock, rotation, now)
     except ColdvaultError as exc:
         result.errors.append(str(exc))
     result.duration_s = monotonic() - started
@@ -287,15 +286,16 @@ def _check_locks(
 def _check_rotation_locks(
     result: TargetDrill, store: Store, lock: LockPolicy | None, packs: list[PackRecord], now: datetime
 ) -> None:
-    """Read back the lock of every pack the rotation verified that the sample did not: it must be in the
-    policy's mode, so a pack ever stored without its lock is found within ``coverage_days``.  It may be
-    out of retention: which snapshots need it is not known here, and once every one of them is past
-    its own retention, prune deletes it."""
+    """Read back the lock of every pack of the rotation that verified and that the sample did not read:
+    it must be in the policy's mode, so a pack ever stored without its lock is found within
+    ``coverage_days``.  It may be out of retention: which snapshots need it is not known here, and
+    once every one of them is past its own retention, prune deletes it."""
     if lock is None:
         return
+    verified = set(result.whole_packs)
     for pack in packs:
         handle = Handle(PACK_KINDS[pack.kind], pack.name)
-        if handle not in result.packs_read:
+        if pack.name in verified and handle not in result.packs_read:
             _lock_of(result, store, handle, lock, now, still_retained=False)
 
 
