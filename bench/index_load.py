@@ -21,11 +21,11 @@ from coldvault.repo.repository import IndexObject, build_index
 
 def index_body(entries, per_pack):
     packs = [
-        PackRecord(
+        PackRecord.of(
             os.urandom(32).hex(),
             BlobKind.DATA,
             32 << 20,
-            tuple(PackEntry(BlobKind.DATA, os.urandom(32), i * 100, 100, 200) for i in range(per_pack)),
+            [PackEntry(BlobKind.DATA, os.urandom(32), i * 100, 100, 200) for i in range(per_pack)],
         )
         for _ in range(entries // per_pack)
     ]

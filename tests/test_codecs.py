@@ -152,9 +152,9 @@ def records() -> list[PackRecord]:
     data_entries = tuple(PackEntry(BlobKind.DATA, CID[i], i * 100, 100, 250) for i in range(3))
     tree_entries = (PackEntry(BlobKind.TREE, CID[5], 0, 64, 64),)
     return [
-        PackRecord("ab" * 32, BlobKind.DATA, 400, data_entries),
-        PackRecord("cd" * 32, BlobKind.TREE, 64, tree_entries),
-        PackRecord("ef" * 32, BlobKind.DATA, 52, ()),
+        PackRecord.of("ab" * 32, BlobKind.DATA, 400, data_entries),
+        PackRecord.of("cd" * 32, BlobKind.TREE, 64, tree_entries),
+        PackRecord.of("ef" * 32, BlobKind.DATA, 52, ()),
     ]
 
 
@@ -195,8 +195,8 @@ def test_index_keeps_the_first_location_of_a_duplicate_chunk() -> None:
 
 def test_index_keeps_the_same_chunk_id_of_both_kinds_apart() -> None:
     index = Index()
-    index.add(PackRecord("ab" * 32, BlobKind.DATA, 100, (PackEntry(BlobKind.DATA, CID[0], 0, 10, 10),)))
-    index.add(PackRecord("cd" * 32, BlobKind.TREE, 100, (PackEntry(BlobKind.TREE, CID[0], 20, 30, 40),)))
+    index.add(PackRecord.of("ab" * 32, BlobKind.DATA, 100, (PackEntry(BlobKind.DATA, CID[0], 0, 10, 10),)))
+    index.add(PackRecord.of("cd" * 32, BlobKind.TREE, 100, (PackEntry(BlobKind.TREE, CID[0], 20, 30, 40),)))
     assert index.lookup(BlobKind.DATA, CID[0]).pack == "ab" * 32  # type: ignore[union-attr]
     assert index.lookup(BlobKind.TREE, CID[0]).pack == "cd" * 32  # type: ignore[union-attr]
 
@@ -225,10 +225,10 @@ def test_index_with_a_huge_count_fails_fast() -> None:
 
 
 def test_index_entry_beyond_the_pack_length_fails() -> None:
-    bad = [PackRecord("ab" * 32, BlobKind.DATA, 150, (PackEntry(BlobKind.DATA, CID[0], 100, 51, 51),))]
+    bad = [PackRecord.of("ab" * 32, BlobKind.DATA, 150, (PackEntry(BlobKind.DATA, CID[0], 100, 51, 51),))]
     with pytest.raises(IntegrityError, match="outside"):
         decode_index(encode_index(bad), what="index")
-    ok = [PackRecord("ab" * 32, BlobKind.DATA, 151, (PackEntry(BlobKind.DATA, CID[0], 100, 51, 51),))]
+    ok = [PackRecord.of("ab" * 32, BlobKind.DATA, 151, (PackEntry(BlobKind.DATA, CID[0], 100, 51, 51),))]
     assert decode_index(encode_index(ok), what="index") == ok
 
 
@@ -603,3 +603,27 @@ def test_a_pack_takes_a_blob_only_while_it_stays_within_its_size() -> None:
     assert builder.fits(10_000, pack_size=100)  # an empty pack takes any blob, however large
     builder.add(CID[0], os.urandom(60), raw_length=60)
     assert builder.fits(40, pack_size=100) and not builder.fits(41, pack_size=100)
+
+
+def test_pack_records_keep_their_entries() -> None:
+    entries = (PackEntry(BlobKind.DATA, CID[0], 0, 10, 12), PackEntry(BlobKind.DATA, CID[1], 10, 5, 5))
+    record = PackRecord.of("ab" * 32, BlobKind.DATA, 15, entries)
+    assert record.entries == entries and record.count == 2
+
+
+def test_retired_entries_answer_only_after_live_ones_and_never_for_deduplication() -> None:
+    index = Index()
+    index.add(records()[0], "01" * 32, retired=True)
+    assert index.lookup(BlobKind.DATA, CID[0]).pack == "ab" * 32  # type: ignore[union-attr]
+    assert index.lookup_live(BlobKind.DATA, CID[0]) is None
+    assert len(index) == 0 and not index.is_live("ab" * 32) and index.index_object("ab" * 32) == "01" * 32
+    index.add(replace(records()[0], name="99" * 32), "02" * 32)
+    assert index.lookup(BlobKind.DATA, CID[0]).pack == "99" * 32  # type: ignore[union-attr]
+    assert index.lookup_live(BlobKind.DATA, CID[0]).pack == "99" * 32  # type: ignore[union-attr]
+
+
+def test_a_pack_described_by_two_index_objects_is_indexed_once() -> None:
+    index = Index()
+    index.add(records()[0], "01" * 32)
+    index.add(records()[0], "02" * 32)
+    assert len(index) == 3 and list(index.packs()) == [records()[0]] and index.index_object("ab" * 32) == "01" * 32

@@ -188,7 +188,8 @@ def test_each_target_keeps_the_packs_its_own_index_reads() -> None:
     is on a only.  The union of the index places the chunk there, but b's own index places it in
     the other pack, which therefore stays needed."""
     chunk = b"\x01" * 32
-    first, second = (PackRecord(n * 64, BlobKind.DATA, 64, (PackEntry(BlobKind.DATA, chunk, 0, 48, 30),)) for n in "ab")
+    entries = (PackEntry(BlobKind.DATA, chunk, 0, 48, 30),)
+    first, second = (PackRecord.of(n * 64, BlobKind.DATA, 64, entries) for n in "ab")
     read_first = IndexObject("11" * 32, [first], [])
     read_second = IndexObject("00" * 32, [second], [])  # sorts first: the union reads the second pack
     stores = [MemoryStore(name) for name in ("a", "b")]

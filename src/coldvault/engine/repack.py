@@ -91,4 +91,4 @@ def _finish(repo: Repository, builder: PackBuilder) -> tuple[bytes, PackRecord]:
     view, entries = builder.finish(repo.subkeys.meta)
     data = bytes(view)
     view.release()
-    return data, PackRecord(object_name(data), builder.kind, len(data), tuple(entries))
+    return data, PackRecord.of(object_name(data), builder.kind, len(data), entries)

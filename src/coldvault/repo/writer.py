@@ -181,7 +181,7 @@ class BlobWriter:
         try:
             data, entries = builder.finish(self._repo.subkeys.meta)
             with data:
-                record = PackRecord(object_name(data), builder.kind, len(data), tuple(entries))
+                record = PackRecord.of(object_name(data), builder.kind, len(data), entries)
                 if self._before_upload is not None:
                     self._before_upload(record)  # a write-ahead record: see engine.journal
                 self._repo.write_pack(builder.kind, data, record.name)

@@ -1,0 +1,59 @@
+"""The index's compact id table against the dict it replaces."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coldvault.repo.blob import BlobKind
+from coldvault.repo.chunk_table import ChunkTable
+from coldvault.repo.index import Index, Location, PackRecord
+from coldvault.repo.pack import PackEntry
+
+# Ids from a few distinct first eight bytes: most collide on the slot they hash to and must be told
+# apart by the rest (real ids are keyed hashes and rarely do, but nothing may rely on that).
+_IDS = st.builds(lambda head, tail: bytes([head]) * 8 + tail, st.integers(0, 3), st.binary(min_size=24, max_size=24))
+
+
+@settings(max_examples=60)
+@given(st.lists(_IDS, max_size=300), st.lists(_IDS, max_size=50))
+def test_it_answers_as_a_dict_that_keeps_the_first_entry(added: list[bytes], asked: list[bytes]) -> None:
+    ids: list[bytes] = []  # entry number → id, as the index's records hold them
+    table = ChunkTable(ids.__getitem__)
+    expected: dict[bytes, int] = {}
+    for chunk_id in added:
+        ids.append(chunk_id)
+        table.add(chunk_id, len(ids) - 1)
+        expected.setdefault(chunk_id, len(ids) - 1)
+    assert len(table) == len(expected)
+    for chunk_id in added + asked:
+        assert table.find(chunk_id) == expected.get(chunk_id)
+
+
+def test_it_grows_past_its_first_slots_and_finds_every_id() -> None:
+    ids = [i.to_bytes(8, "little") * 4 for i in range(10_000)]  # consecutive slots: long probe runs
+    table = ChunkTable(ids.__getitem__)
+    for entry, chunk_id in enumerate(ids):
+        table.add(chunk_id, entry)
+    assert [table.find(chunk_id) for chunk_id in ids] == list(range(10_000))
+    assert table.find(b"\xff" * 32) is None
+
+
+_PACKS = st.lists(st.lists(st.binary(min_size=32, max_size=32).map(bytes), max_size=6), max_size=12)
+
+
+@settings(max_examples=60)
+@given(_PACKS)
+def test_the_index_finds_each_chunk_in_the_first_pack_that_holds_it(packs: list[list[bytes]]) -> None:
+    # Empty packs and ids shared between packs: entry numbering across packs must stay exact.
+    index, expected = Index(), {}
+    for number, ids in enumerate(packs):
+        name = f"{number:064x}"
+        entries = [PackEntry(BlobKind.DATA, chunk_id, 10 * i, 10, 20 + i) for i, chunk_id in enumerate(ids)]
+        index.add(PackRecord.of(name, BlobKind.DATA, 1000, entries))
+        for e in entries:
+            expected.setdefault(e.chunk_id, Location(name, BlobKind.DATA, e.offset, e.length, e.raw_length))
+    assert len(index) == len(expected)
+    for chunk_id, location in expected.items():
+        assert index.lookup(BlobKind.DATA, chunk_id) == location
+        assert index.lookup(BlobKind.TREE, chunk_id) is None
