@@ -755,7 +755,7 @@ def parse_args(argv):
         "--coldvault-chunk-avg-kib",
         type=int,
         help="coldvault's average chunk size in KiB, a power of two, minimum and maximum scaled with it"
-        " (default: its own, 1024)",
+        " (default: its own, 512)",
     )
     args = parser.parse_args(argv)
     args.tools = [name.strip() for name in args.tools.split(",") if name.strip()]
