@@ -125,8 +125,8 @@ class _Packs:
 
     The entries of all packs are numbered in the order they were added (a pack's first entry number is
     in ``_starts``); a ChunkTable per kind maps an id to its entry number, and the entry itself is read
-    from its pack's record on lookup.  About 60 bytes per chunk where objects per entry took 288
-    (docs/BENCHMARKS.md), and every command holds the whole index."""
+    from its pack's record on lookup.  About 65 bytes per chunk where an object per entry took 288,
+    and every command holds the whole index (docs/BENCHMARKS.md, 2026-12-08)."""
 
     def __init__(self) -> None:
         self.records: dict[str, PackRecord] = {}
@@ -146,9 +146,8 @@ class _Packs:
         self._numbered.append(pack)
         self._starts.append(first)
         self._entries += pack.count
-        chunks, table = self._chunks[pack.kind], pack.table
-        for entry, start in enumerate(range(0, len(table), _ENTRY.size), first):
-            chunks.add(table[start : start + 32], entry)
+        table = pack.table
+        self._chunks[pack.kind].add([table[start : start + 32] for start in range(0, len(table), _ENTRY.size)], first)
 
     def chunk_count(self) -> int:
         return sum(len(chunks) for chunks in self._chunks.values())
