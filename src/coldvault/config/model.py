@@ -102,8 +102,8 @@ class FormatConfig(_Strict):
     """Parameters fixed when the repository is initialised; later changes are ignored."""
 
     # 512 KiB: an edit costs the chunk around it, and half the average stored 7% less for a tree
-    # changed in scattered places (docs/BENCHMARKS.md, 2026-12-07 evening); the index holds each
-    # chunk in ~54 bytes, so twice the chunks stay cheap to hold.
+    # changed in scattered places (docs/BENCHMARKS.md, 2026-12-07 fourth session); the index holds each
+    # chunk in ~66 bytes, so twice the chunks stay cheap to hold.
     chunk_min_size: Size = 128 << 10
     chunk_avg_size: Size = 512 << 10
     chunk_max_size: Size = 4 << 20

@@ -21,7 +21,6 @@ never reuse a pack that prune is about to delete.
 from __future__ import annotations
 
 import struct
-from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -126,13 +125,13 @@ class _Packs:
     The entries of all packs are numbered in the order they were added (a pack's first entry number is
     in ``_starts``); a ChunkTable per kind maps an id to its entry number, and the entry itself is read
     from its pack's record on lookup.  About 65 bytes per chunk where an object per entry took 288,
-    and every command holds the whole index (docs/BENCHMARKS.md, 2026-12-08)."""
+    and every command holds the whole index (docs/BENCHMARKS.md, 2026-12-07 fourth session)."""
 
     def __init__(self) -> None:
         self.records: dict[str, PackRecord] = {}
         self.described_by: dict[str, str] = {}  # pack name → name of an index object describing it
         self._numbered: list[PackRecord] = []
-        self._starts = array("Q")
+        self._starts: list[int] = []  # a list, not an array: bisect on it takes half the time
         self._entries = 0
         self._chunks = {kind: ChunkTable(self._chunk_id) for kind in BlobKind}
 
