@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,6 +38,13 @@ def test_it_grows_past_its_first_slots_and_finds_every_id() -> None:
         table.add(ids[first : first + 300], first)
     assert [table.find(chunk_id) for chunk_id in ids] == list(range(10_000))
     assert table.find(b"\xff" * 32) is None
+
+
+def test_entry_numbers_that_would_not_fit_a_slot_are_refused() -> None:
+    table = ChunkTable(lambda entry: b"")
+    table.add([b"\x01" * 32], 2**32 - 3)
+    with pytest.raises(OverflowError):
+        table.add([b"\x02" * 32], 2**32 - 2)
 
 
 _PACKS = st.lists(st.lists(st.binary(min_size=32, max_size=32).map(bytes), max_size=6), max_size=12)

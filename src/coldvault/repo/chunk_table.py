@@ -24,7 +24,8 @@ _ENTRY_MASK = (1 << _ENTRY_BITS) - 1
 
 
 class ChunkTable:
-    """Chunk id → the number of the entry that holds it (entries are numbered by the owner, below 2**32 - 1)."""
+    """Chunk id → the number of the entry that holds it (entries are numbered by the owner, from 0 to
+    2**32 - 3: some 2.5 PB of chunks at the default sizes)."""
 
     def __init__(self, id_of: Callable[[int], bytes]) -> None:
         self._id_of = id_of  # entry number → its chunk id
@@ -52,6 +53,8 @@ class ChunkTable:
         """Map each of ``chunk_ids`` to its entry (``first``, ``first + 1``, …) unless it is mapped
         already: the first entry added for a chunk is the one lookups find.  In bulk, as a pack's
         entries come: loading the index calls this for every chunk of the repository."""
+        if first + len(chunk_ids) >= _ENTRY_MASK:  # entry + 1 must fit below the id's bytes
+            raise OverflowError("an index holds at most 2**32 - 2 chunk entries")
         while 2 * (self._used + len(chunk_ids)) > len(self._slots):
             self._grow()
         slots, id_of = self._slots, self._id_of
