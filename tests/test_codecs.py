@@ -9,10 +9,11 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coldvault.errors import IntegrityError
+from coldvault.repo import tree
 from coldvault.repo.blob import BlobKind
 from coldvault.repo.index import Index, PackRecord, decode_index, encode_index
 from coldvault.repo.manifest import STREAM, TREE, Snapshot, decode_snapshot, encode_snapshot
@@ -627,3 +628,93 @@ def test_a_pack_described_by_two_index_objects_is_indexed_once() -> None:
     index.add(records()[0], "01" * 32)
     index.add(records()[0], "02" * 32)
     assert len(index) == 3 and list(index.packs()) == [records()[0]] and index.index_object("ab" * 32) == "01" * 32
+
+
+# ---- a file's list of chunk ids: written and read apart from the rest of its line ----------------
+
+
+def reference_line(node: Node) -> bytes:
+    """The line as plain JSON encoding writes it: the list of ids is written apart, byte for byte this."""
+    doc = json.loads(encode_node(Node(node.path, node.type, node.mode, node.uid, node.gid, node.mtime_ns)))
+    doc.update(
+        type=FILE, size=node.size, chunks=[c.hex() for c in node.chunks], ctime_ns=node.ctime_ns, inode=node.inode
+    )
+    return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+
+
+def decoded_as_json(line: bytes) -> Node | str:
+    """What decoding the line as JSON gives: the same line written with spaces after ':' and ',', which
+    the reader cannot take apart and decodes whole (json.loads keeps the last of duplicate keys)."""
+    try:
+        return decode_node(json.dumps(json.loads(line)).encode())
+    except (ValueError, IntegrityError):
+        return "refused"
+
+
+def decoded(line: bytes) -> Node | str:
+    try:
+        return decode_node(line)
+    except IntegrityError:
+        return "refused"
+
+
+@pytest.fixture
+def lists_apart_from_one_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short lists are read and written as plain JSON, which is faster for them; these tests make every
+    list go the way a large file's does, so that short lines can probe it."""
+    monkeypatch.setattr(tree, "_APART_FROM", 1)
+
+
+@pytest.mark.parametrize("count", [1, 2, 63, 64, 4095, 4096, 4097, 10_000])
+def test_a_list_of_ids_is_written_as_json_writes_it_and_read_back(count: int) -> None:
+    node = Node(b"dump", FILE, 0o600, 1, 2, 3, count, [os.urandom(32) for _ in range(count)], 4, 5)
+    line = encode_node(node)
+    assert line == reference_line(node)
+    assert decode_node(line) == node == decoded_as_json(line)
+
+
+ONE_ID = "ab" * 32
+CANONICAL = encode_node(Node(b"f", FILE, size=1, chunks=[bytes.fromhex(ONE_ID)])).rstrip(b"\n")
+
+
+@pytest.mark.parametrize(
+    "line, chunks",
+    [
+        (CANONICAL, [ONE_ID]),
+        (CANONICAL.replace(b"]", b'],"chunks":[]', 1), []),  # JSON keeps the last of duplicate keys
+        (CANONICAL.replace(b"]", b'],"\\u0063hunks":[]', 1), []),  # the same key, spelt with an escape
+        (CANONICAL.replace(b'"chunks":[', b'"chunks":["' + b"cd" * 32 + b'"],"chunks":[', 1), [ONE_ID]),
+        (CANONICAL.replace(b'"chunks":[', b'"chunks":[], "a\\"chunks":[', 1), []),  # a key that only looks like it
+        (CANONICAL.replace(b'"chunks":[', b'"chunks" :[], "a\\"chunks":[', 1), []),
+        (CANONICAL.replace(b'"chunks":', b'"a\\"chunks":', 1), "refused"),  # no "chunks" at all
+        (CANONICAL.replace(b'"]', b'", "' + ONE_ID.encode() + b'"]', 1), [ONE_ID, ONE_ID]),  # valid JSON, other spacing
+        (CANONICAL.replace(ONE_ID.encode(), ONE_ID.upper().encode(), 1), "refused"),
+        (
+            CANONICAL.replace(ONE_ID.encode(), ONE_ID[:-2].encode() + b"\\u0061b", 1),
+            [ONE_ID],
+        ),  # an escaped 'a' is an 'a'
+        (CANONICAL.replace(b'"]', b'"', 1), "refused"),
+    ],
+)
+@pytest.mark.usefixtures("lists_apart_from_one_id")
+def test_a_list_of_ids_reads_as_json_would_read_it(line: bytes, chunks: list[str] | str) -> None:
+    result = decoded(line)
+    assert result == decoded_as_json(line)
+    assert (result if isinstance(result, str) else [c.hex() for c in result.chunks]) == chunks
+
+
+_MUTATIONS = st.sampled_from(
+    [b'"', b",", b"]", b"[", b" ", b"\\", b"a", b"A", b"0", b":", b"}", b'"chunks":[]', b"\\u0063"]
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(0, 2), st.data())
+@pytest.mark.usefixtures("lists_apart_from_one_id")
+def test_any_changed_line_reads_as_json_would_read_it(extra_ids: int, data: st.DataObject) -> None:
+    ids = [bytes([i]) * 32 for i in range(1 + extra_ids)]
+    line = encode_node(Node(b"f", FILE, size=len(ids), chunks=ids)).rstrip(b"\n")
+    at = data.draw(st.integers(0, len(line)))
+    mutation = data.draw(_MUTATIONS)
+    changed = line[:at] + mutation + line[at + data.draw(st.integers(0, 1)) :]
+    assert decoded(changed) == decoded_as_json(changed)

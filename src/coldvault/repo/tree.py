@@ -16,7 +16,9 @@ a wrong restore.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -29,6 +31,20 @@ NODE_TYPES = frozenset({FILE, DIR, SYMLINK, FIFO, SOCKET, CHARDEV, BLOCKDEV})
 # One encoder and decoder for every line: json.dumps with separators builds a new encoder per call.
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
 _decode_json = json.JSONDecoder().decode
+
+# A large file's list of chunk ids is encoded and decoded apart from the rest of its line, a batch at a
+# time: as JSON strings (one per id) it took ~260 bytes of memory per chunk at the peak of encoding or
+# decoding, ~210 MB for a 500 GB database dump (bench/listing_line.py; docs/BENCHMARKS.md, 2026-12-07
+# fourth session).  Lists shorter than _APART_FROM ids stay plain JSON, which is faster for them.
+_APART_FROM = 64
+_NO_CHUNKS = b'"chunks":[]'
+_CHUNKS_START = b'"chunks":["'
+_QUOTED_ID = 66  # '"' + 64 hex digits + '"'
+_ID_BATCH = 4096
+_LOWER_HEX = b"0123456789abcdef"
+# Stands in for a list parsed apart while the rest of the line is decoded as JSON; random, so that no
+# stored line can hold it (see decode_node).
+_PARSED_APART = secrets.token_hex(16)
 
 
 @dataclass(slots=True)
@@ -66,21 +82,44 @@ def encode_node(node: Node) -> bytes:
     _put_bytes(doc, "path", node.path)
     doc.update(type=node.type, mode=node.mode, uid=node.uid, gid=node.gid, mtime_ns=node.mtime_ns)
     if node.type == FILE:
-        doc.update(size=node.size, chunks=[c.hex() for c in node.chunks], ctime_ns=node.ctime_ns, inode=node.inode)
+        doc.update(size=node.size, chunks=[], ctime_ns=node.ctime_ns, inode=node.inode)
         if node.link_group is not None:
             doc["link_group"] = node.link_group
     elif node.type == SYMLINK:
         _put_bytes(doc, "target", node.target or b"")
     elif node.type in (CHARDEV, BLOCKDEV):
         doc["rdev"] = node.rdev
-    return _encode_json(doc).encode() + b"\n"
+    if node.type == FILE and len(node.chunks) < _APART_FROM:
+        doc["chunks"] = [c.hex() for c in node.chunks]
+    line = _encode_json(doc).encode()
+    if node.type != FILE or len(node.chunks) < _APART_FROM:
+        return line + b"\n"
+    # The first '"chunks":[]' is the key's: inside a JSON string every '"' is escaped.
+    head, _, tail = line.partition(_NO_CHUNKS)
+    return b"".join([head, b'"chunks":[', *_quoted_ids(node.chunks), b"]", tail, b"\n"])
+
+
+def _quoted_ids(chunks: list[bytes]) -> Iterator[bytes]:
+    """'"<hex>","<hex>",…' in pieces of _ID_BATCH ids: byte for byte what the JSON encoder writes."""
+    for first in range(0, len(chunks), _ID_BATCH):
+        batch = chunks[first : first + _ID_BATCH]
+        joined = b"".join(batch)
+        if len(joined) != 32 * len(batch):
+            raise ValueError("chunk ids are 32 bytes")
+        if first:
+            yield b","
+        yield b'"' + joined.hex(",", 32).encode().replace(b",", b'","') + b'"'
 
 
 def decode_node(line: bytes) -> Node:
-    try:
-        doc = _decode_json(line.decode())  # listings are written as UTF-8 (ASCII, in fact: ensure_ascii)
-    except ValueError:
-        raise IntegrityError("listing has a line that is not JSON") from None
+    # A list of chunk ids written as encode_node writes it is parsed apart, and the rest of the line
+    # decoded with a stand-in for it.  The stand-in found as the entry's "chunks" proves that the list
+    # was the value of the last "chunks" key, which is what JSON makes of the line; anything else (a
+    # list written some other valid way, a key that only looks like "chunks") is decoded whole.
+    apart = _parse_chunks_apart(line) if len(line) > _APART_FROM * (_QUOTED_ID + 1) else None
+    doc = _load(apart[0] if apart else line)
+    if apart and (not isinstance(doc, dict) or doc.get("chunks") != [_PARSED_APART]):
+        apart, doc = None, _load(line)
     if not isinstance(doc, dict):
         raise IntegrityError("listing has a line that is not an object")
     node_type = doc.get("type")
@@ -100,9 +139,12 @@ def decode_node(line: bytes) -> Node:
         node.inode = _int(doc, "inode", 0, 1 << 64)
         chunks = doc.get("chunks")
         try:
-            if not isinstance(chunks, list):
+            if apart:
+                node.chunks = apart[1]
+            elif isinstance(chunks, list):
+                node.chunks = [parse_id(c) for c in chunks]
+            else:
                 raise ValueError("chunks")
-            node.chunks = [parse_id(c) for c in chunks]
         except ValueError:
             raise IntegrityError(f"listing entry {node.path!r} has malformed chunk ids") from None
         if "link_group" in doc:
@@ -118,14 +160,67 @@ def decode_node(line: bytes) -> Node:
 
 def decode_lines(chunks: Iterable[bytes]) -> Iterator[Node]:
     """Nodes from the concatenated listing chunks, decoded lazily."""
-    carry = b""
+    # The start of a line not ended yet, in pieces: a large file's line spans many chunks, and adding
+    # each to the rest would copy it again every time.
+    carry: list[bytes] = []
     for chunk in chunks:
-        lines = (carry + chunk).split(b"\n")
-        carry = lines.pop()
-        for line in lines:
-            yield decode_node(line)
-    if carry:
+        lines = chunk.split(b"\n")
+        if len(lines) > 1:
+            carry.append(lines[0])
+            lines[0] = b"".join(carry)
+            carry = []
+            for line in lines[:-1]:
+                yield decode_node(line)
+        carry.append(lines[-1])
+    if any(carry):
         raise IntegrityError("listing ends in the middle of a line")
+
+
+def _load(line: bytes) -> object:
+    try:
+        return _decode_json(line.decode())  # listings are written as UTF-8 (ASCII, in fact: ensure_ascii)
+    except ValueError:
+        raise IntegrityError("listing has a line that is not JSON") from None
+
+
+def _parse_chunks_apart(line: bytes) -> tuple[bytes, list[bytes]] | None:
+    """(the line with the stand-in for its list of chunk ids, the ids), where the list is written as
+    encode_node writes it; else None."""
+    at = line.find(_CHUNKS_START)
+    if at < 0:
+        return None
+    start = at + len(_CHUNKS_START) - 1  # the list's first '"'
+    end = line.find(b"]", start)  # hex digits hold no ']'
+    ids = _parse_quoted_ids(memoryview(line)[start:end]) if end > 0 else None
+    if ids is None:
+        return None
+    return line[:start] + b'"' + _PARSED_APART.encode() + b'"' + line[end:], ids
+
+
+def _parse_quoted_ids(text: memoryview) -> list[bytes] | None:
+    """The ids of '"<64 lowercase hex>"' joined by ',' (nothing else: no spaces, no escapes), checked
+    and converted a batch at a time; None if the text is anything else."""
+    step = _QUOTED_ID + 1  # with its ','
+    count, extra = divmod(len(text) + 1, step)
+    if extra or not count:
+        return None
+    ids: list[bytes] = []
+    for first in range(0, count, _ID_BATCH):
+        n = min(_ID_BATCH, count - first)
+        piece = bytes(text[first * step : (first + n) * step])  # n quoted ids, each with its ',' but the last
+        commas = n if first + n < count else n - 1
+        if (
+            piece[::step] != b'"' * n
+            or piece[_QUOTED_ID - 1 :: step] != b'"' * n
+            or piece[_QUOTED_ID::step] != b"," * commas
+        ):
+            return None
+        digits = piece.translate(None, b'",')
+        if len(digits) != 64 * n or digits.translate(None, _LOWER_HEX):
+            return None
+        raw = binascii.unhexlify(digits)
+        ids.extend(raw[i : i + 32] for i in range(0, len(raw), 32))
+    return ids
 
 
 def _put_bytes(doc: dict[str, object], key: str, value: bytes) -> None:
