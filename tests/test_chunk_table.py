@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -65,3 +69,29 @@ def test_the_index_finds_each_chunk_in_the_first_pack_that_holds_it(packs: list[
     for chunk_id, location in expected.items():
         assert index.lookup(BlobKind.DATA, chunk_id) == location
         assert index.lookup(BlobKind.TREE, chunk_id) is None
+
+
+def test_a_lookup_on_another_thread_while_the_table_grows_still_finds_what_was_there() -> None:
+    ids = [os.urandom(32) for _ in range(60_000)]
+    table = ChunkTable(ids.__getitem__)
+    table.add(ids[:500], 0)
+    missed: list[bytes] = []
+    adding = threading.Event()
+    adding.set()
+
+    def look() -> None:
+        while adding.is_set():
+            missed.extend(chunk_id for chunk_id in ids[:500] if table.find(chunk_id) is None)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # the threads take turns often, also in the middle of growing
+    try:
+        reader = threading.Thread(target=look)
+        reader.start()
+        for first in range(500, len(ids), 500):  # the table grows from 64 slots to 128 Ki
+            table.add(ids[first : first + 500], first)
+    finally:
+        adding.clear()
+        sys.setswitchinterval(interval)
+    reader.join()
+    assert not missed

@@ -74,7 +74,7 @@ class ChunkTable:
 
     def _grow(self) -> None:
         old = self._slots
-        slots = self._slots = array("Q", bytes(16 * len(old)))
+        slots = array("Q", bytes(16 * len(old)))
         mask = len(slots) - 1
         for taken in old:
             if taken:
@@ -82,3 +82,4 @@ class ChunkTable:
                 while slots[slot]:
                     slot = (slot + 1) & mask
                 slots[slot] = taken
+        self._slots = slots  # only when whole: a lookup on another thread sees one table or the other
