@@ -81,18 +81,18 @@ def encode_node(node: Node) -> bytes:
     doc: dict[str, object] = {}
     _put_bytes(doc, "path", node.path)
     doc.update(type=node.type, mode=node.mode, uid=node.uid, gid=node.gid, mtime_ns=node.mtime_ns)
+    apart = node.type == FILE and len(node.chunks) >= _APART_FROM
     if node.type == FILE:
-        doc.update(size=node.size, chunks=[], ctime_ns=node.ctime_ns, inode=node.inode)
+        chunks = [] if apart else [c.hex() for c in node.chunks]
+        doc.update(size=node.size, chunks=chunks, ctime_ns=node.ctime_ns, inode=node.inode)
         if node.link_group is not None:
             doc["link_group"] = node.link_group
     elif node.type == SYMLINK:
         _put_bytes(doc, "target", node.target or b"")
     elif node.type in (CHARDEV, BLOCKDEV):
         doc["rdev"] = node.rdev
-    if node.type == FILE and len(node.chunks) < _APART_FROM:
-        doc["chunks"] = [c.hex() for c in node.chunks]
     line = _encode_json(doc).encode()
-    if node.type != FILE or len(node.chunks) < _APART_FROM:
+    if not apart:
         return line + b"\n"
     # The first '"chunks":[]' is the key's: inside a JSON string every '"' is escaped.
     head, _, tail = line.partition(_NO_CHUNKS)
