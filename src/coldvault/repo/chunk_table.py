@@ -60,6 +60,8 @@ class ChunkTable:
         slots, id_of = self._slots, self._id_of
         mask = len(slots) - 1
         added = 0
+        # find's probe, written out: calling a shared one per chunk made loading 500,000 entries take
+        # 0.62 s instead of 0.46 (bench/index_load.py).
         for entry, chunk_id in enumerate(chunk_ids, first):
             key = int.from_bytes(chunk_id[:4], "little")
             slot = key & mask
