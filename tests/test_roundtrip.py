@@ -418,7 +418,9 @@ def mixed_tree(root: Path) -> None:
 
 def record_opens(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, bool, int]]:
     """Spies on _Restorer._open (which still runs): for each file created, in order, its path, whether
-    the large lane holds it, and how many files that lane held open already."""
+    the large lane holds it, and how many files that lane held open already.  A spy sees only this
+    process, so the large lane stays in its threads rather than in a child process."""
+    monkeypatch.setattr(restore_module, "may_fork", lambda: False)
     opened: list[tuple[bytes, bool, int]] = []
     real_open = restore_module._Restorer._open
 

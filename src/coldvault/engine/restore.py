@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from coldvault.engine.forked import Forked, may_fork
 from coldvault.engine.pipeline import OrderedPipeline
 from coldvault.engine.progress import Progress
+from coldvault.engine.replicas import Replicas
 from coldvault.errors import DestinationError, IntegrityError, UsageError
 from coldvault.repo.blob import BlobKind
 from coldvault.repo.index import Location
@@ -39,6 +41,9 @@ from coldvault.repo.manifest import STREAM, Snapshot
 from coldvault.repo.repository import Repository
 from coldvault.repo.tree import BLOCKDEV, CHARDEV, DIR, FIFO, FILE, SOCKET, SYMLINK, Node, check_relative_path
 from coldvault.storage.direct_io import DirectFiles, SlicedWriter, pwrite_all
+from coldvault.storage.forwarding import ForwardingStore
+from coldvault.storage.local import LocalStore
+from coldvault.storage.memory import MemoryStore
 
 _IN_FLIGHT_BYTES = 96 << 20  # per lane (see _Restorer)
 _MAX_OPENED_DIRS = 64  # directories kept open to reach others from (see _Destination)
@@ -168,7 +173,8 @@ def _open_or_make_dir(name: bytes, dir_fd: int) -> int:
     try:
         return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
     except FileNotFoundError:
-        os.mkdir(name, 0o700, dir_fd=dir_fd)
+        with contextlib.suppress(FileExistsError):  # the other lane's process made it meanwhile
+            os.mkdir(name, 0o700, dir_fd=dir_fd)
         return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
 
 
@@ -363,6 +369,10 @@ class _Lane:
             self.progress.advance(0, files=1)
 
 
+def _temp_prefix() -> bytes:
+    return b".coldvault-" + secrets.token_hex(8).encode() + b"-"
+
+
 def _goes_ahead(node: Node) -> bool:
     """Large files without hard links are restored ahead of the listing; a hard link waits for its
     group's first file to be in place, so those keep the listing's order."""
@@ -392,9 +402,11 @@ class _Restorer:
     the listing's order, where each directory entry clears what is in its way before anything is
     created below it."""
 
-    def __init__(self, repo: Repository, dest: Path, workers: int, progress: Progress) -> None:
+    def __init__(self, repo: Repository, dest: Path, workers: int, progress: Progress, *, fork: bool) -> None:
         self.repo = repo
         self.progress = progress
+        self.workers = workers
+        self.fork = fork  # the large lane in a child process (see run)
         self.dest = _Destination(dest)
         self.result = RestoreResult()
         self.listed = _Lane("listed", workers, _MAX_OPEN_FILES, progress, self.result, self._create)
@@ -407,7 +419,7 @@ class _Restorer:
         # puts there meanwhile is still never followed: creating refuses an existing name, linking
         # replaces it.
         self.made: set[bytes] = set()
-        self.temp_prefix = b".coldvault-" + secrets.token_hex(8).encode() + b"-"
+        self.temp_prefix = _temp_prefix()
         # An unnamed file gets its name through /proc (see _by_descriptor); without /proc, names first.
         self.unnamed_files = os.path.isdir(_OPEN_FILES_DIR)
         self.temp_count = itertools.count()
@@ -425,15 +437,23 @@ class _Restorer:
             cleanup.callback(self.dest.close)
             cleanup.callback(self.large.close)
             cleanup.callback(self.listed.close)
-            large_reads = None
+            large_reads, child = None, None
             if self.dest.was_empty:
-                large_reads = self._large_reads(n for n in _in_order(listing()) if _goes_ahead(n))
-                cleanup.callback(large_reads.close)
+                large_files = (n for n in _in_order(listing()) if _goes_ahead(n))
+                if self.fork:
+                    child = Forked(lambda progress: self._restore_large(large_files, progress), self.progress)
+                    cleanup.callback(child.kill)
+                else:
+                    large_reads = self._large_reads(large_files)
+                    cleanup.callback(large_reads.close)
             for node in _in_order(listing()):
-                if large_reads is not None:
+                if self.dest.was_empty:
                     if _goes_ahead(node):
                         continue
-                    self._feed(large_reads, wait=False)
+                    if large_reads is not None:
+                        self._feed(large_reads, wait=False)
+                    elif child is not None:
+                        child.poll()
                 with _destination_errors(node.path):
                     self._restore(node)
             self._submit(self.listed, self.listed.take_read())
@@ -441,6 +461,8 @@ class _Restorer:
                 self._feed(large_reads, wait=True)
             self.listed.pipeline.drain()
             self.large.pipeline.drain()
+            if child is not None:
+                self._add(child.wait())
             for node in reversed(self.dirs):  # children first: writing into a directory changes its mtime
                 with _destination_errors(node.path):
                     fd = self.dest.open_dir(node.path)
@@ -449,6 +471,25 @@ class _Restorer:
                     finally:
                         os.close(fd)
         return self.result
+
+    def _restore_large(self, files: Iterator[Node], progress: Progress) -> RestoreResult:
+        """In a child process (see engine.forked): the large files' lane alone, with a lane, result and
+        names for temporary files of its own (the parent's counter gives the same names)."""
+        self.progress, self.result = progress, RestoreResult()
+        self.large = _Lane("large", self.workers, _MAX_LARGE_READS, progress, self.result, self._create)
+        self.temp_prefix = _temp_prefix()
+        try:
+            self._feed(self._large_reads(files), wait=True)
+            self.large.pipeline.drain()
+        finally:
+            self.large.close()  # after a failure: discards the files not linked into place
+        return self.result
+
+    def _add(self, other: object) -> None:
+        assert isinstance(other, RestoreResult)
+        self.result.files += other.files
+        self.result.bytes += other.bytes
+        self.result.warnings += other.warnings
 
     def _feed(self, reads: Iterator[_Read], *, wait: bool) -> None:
         """Submit the large lane's reads while it has room; with ``wait``, every one that is left."""
@@ -653,10 +694,23 @@ def restore(
 ) -> RestoreResult:
     progress.start(f"restore {snapshot.id[:8]}", snapshot.summary.get("bytes"))
     with _destination_errors(b""):
-        restorer = _Restorer(repo, dest, workers, progress)
+        restorer = _Restorer(repo, dest, workers, progress, fork=workers > 1 and may_fork() and _child_can_read(repo))
     result = restorer.run(lambda: select_nodes(repo.listing(snapshot), path))
     progress.finish()
     return result
+
+
+def _child_can_read(repo: Repository) -> bool:
+    """Whether a forked child may read the repository alongside this process: from one local
+    directory (whose reads open descriptors of their own) or from memory (the child's copy).  A
+    cloud SDK's client holds a pool of connections the two processes would share; reading several
+    targets, the child could step over a damaged copy or a target gone down, which only the parent
+    reports; and a subclass may keep state of its own (tests count reads), hence the exact types."""
+    store = repo.store
+    while isinstance(store, ForwardingStore):
+        store = store.inner
+    stores = store.up() if isinstance(store, Replicas) else [store]
+    return len(stores) == 1 and type(stores[0]) in (LocalStore, MemoryStore)
 
 
 def restore_to_stream(repo: Repository, snapshot: Snapshot, out: BinaryIO, *, workers: int) -> int:

@@ -45,6 +45,12 @@ _O_DIRECT = getattr(os, "O_DIRECT", 0)
 _fadvise = getattr(os, "posix_fadvise", None)  # not on macOS: there, no read-ahead hint
 
 
+def _anonymous(size: int) -> mmap.mmap:
+    """Page-aligned memory of this process's own: private, where mmap's default would share it with
+    a child forked later (engine.forked), and both would write into the same buffer."""
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+
+
 def _down(n: int) -> int:
     return n & ~(ALIGN - 1)
 
@@ -148,14 +154,14 @@ class DirectFiles:
         if buffer is None or len(buffer) < size:
             if buffer is not None:
                 buffer.close()
-            buffer = self._buffers.buffer = mmap.mmap(-1, _up(size))
+            buffer = self._buffers.buffer = _anonymous(_up(size))
         return buffer
 
     def take_slice_buffer(self) -> mmap.mmap:
         with self._spare_lock:
             if self._spare:
                 return self._spare.pop()
-        return mmap.mmap(-1, SLICE)
+        return _anonymous(SLICE)
 
     def give_back(self, buffer: mmap.mmap) -> None:
         with self._spare_lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -11,11 +12,22 @@ import blake3
 from coldvault.errors import IntegrityError
 
 _HEX_NAME = re.compile(r"^[0-9a-f]{64}$")
+_hash_threads = blake3.blake3.AUTO  # large objects are hashed on every core, by Rayon's pool of threads
+
+
+def _hash_alone() -> None:
+    # A forked child (engine.forked) has none of its parent's threads, Rayon's included: a hash that
+    # handed work to the pool would wait for ever.
+    global _hash_threads
+    _hash_threads = 1
+
+
+os.register_at_fork(after_in_child=_hash_alone)
 
 
 def object_name(data: bytes | bytearray | memoryview) -> str:
     """The name of a stored object: unkeyed BLAKE3-256 of its bytes, so anyone can verify it without a key."""
-    return blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
+    return blake3.blake3(data, max_threads=_hash_threads).hexdigest()
 
 
 def verify_object(name: str, data: bytes | bytearray | memoryview, what: str) -> None:
