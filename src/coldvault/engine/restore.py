@@ -44,6 +44,7 @@ from coldvault.storage.direct_io import DirectFiles, SlicedWriter, pwrite_all
 from coldvault.storage.forwarding import ForwardingStore
 from coldvault.storage.local import LocalStore
 from coldvault.storage.memory import MemoryStore
+from coldvault.storage.protocol import Store
 
 _IN_FLIGHT_BYTES = 96 << 20  # per lane (see _Restorer)
 _MAX_OPENED_DIRS = 64  # directories kept open to reach others from (see _Destination)
@@ -577,6 +578,7 @@ class _Restorer:
                     leader.rpartition(b"/")[2], name, src_dir_fd=leader_dir, dst_dir_fd=parent, follow_symlinks=False
                 )
                 self.result.files += 1
+                self.progress.advance(0, files=1)
                 return
             except OSError as exc:
                 self.warn(f"{os.fsdecode(node.path)}: hard link failed ({exc.strerror}); restored as a copy")
@@ -694,19 +696,20 @@ def restore(
 ) -> RestoreResult:
     progress.start(f"restore {snapshot.id[:8]}", snapshot.summary.get("bytes"))
     with _destination_errors(b""):
-        restorer = _Restorer(repo, dest, workers, progress, fork=workers > 1 and may_fork() and _child_can_read(repo))
+        restorer = _Restorer(
+            repo, dest, workers, progress, fork=workers > 1 and may_fork() and _child_can_read(repo.store)
+        )
     result = restorer.run(lambda: select_nodes(repo.listing(snapshot), path))
     progress.finish()
     return result
 
 
-def _child_can_read(repo: Repository) -> bool:
-    """Whether a forked child may read the repository alongside this process: from one local
+def _child_can_read(store: Store) -> bool:
+    """Whether a forked child may read the repository's ``store`` alongside this process: from one local
     directory (whose reads open descriptors of their own) or from memory (the child's copy).  A
     cloud SDK's client holds a pool of connections the two processes would share; reading several
     targets, the child could step over a damaged copy or a target gone down, which only the parent
     reports; and a subclass may keep state of its own (tests count reads), hence the exact types."""
-    store = repo.store
     while isinstance(store, ForwardingStore):
         store = store.inner
     stores = store.up() if isinstance(store, Replicas) else [store]
