@@ -14,6 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from coldvault.engine.forked import Forked
+from coldvault.engine.progress import Progress, SilentProgress
 from coldvault.storage import direct_io
 from coldvault.storage.direct_io import ALIGN, SLICE, DirectFiles, SlicedWriter, data_ranges, read_on
 
@@ -275,3 +277,22 @@ def test_data_ranges_skip_only_aligned_blocks_of_zeros(length, cuts, zero_flags)
     for block in range(0, length, ALIGN):  # a block is skipped exactly when it lies wholly in zeros
         end = min(block + ALIGN, length)
         assert (not any(written[block:end])) == all(is_zero[block:end])
+
+
+def test_buffers_are_this_processs_own_after_a_fork() -> None:
+    # A restore forks its large files' lane (engine.forked) after the parent has used its buffers:
+    # a shared mapping would let the child write into the parent's.
+    files = DirectFiles()
+    slice_buffer = files.take_slice_buffer()
+    slice_buffer[:4] = b"mine"
+    files.give_back(slice_buffer)
+    read_buffer = files._buffer(ALIGN)
+    read_buffer[:4] = b"mine"
+
+    def work(progress: Progress) -> object:
+        files.take_slice_buffer()[:4] = b"kids"
+        files._buffer(ALIGN)[:4] = b"kids"
+        return None
+
+    Forked(work, SilentProgress()).wait()
+    assert slice_buffer[:4] == b"mine" and read_buffer[:4] == b"mine"

@@ -8,6 +8,7 @@ import hashlib
 import io
 import itertools
 import json
+import multiprocessing
 import os
 import random
 import shlex
@@ -31,6 +32,7 @@ from coldvault.engine import backup as backup_module
 from coldvault.engine import restore as restore_module
 from coldvault.engine.backup import BackupOptions, backup
 from coldvault.engine.progress import SilentProgress
+from coldvault.engine.replicas import Replicas
 from coldvault.engine.restore import restore, restore_to_stream
 from coldvault.errors import DestinationError, IntegrityError, SourceError, TargetError, UsageError
 from coldvault.repo.blob import BlobKind
@@ -38,8 +40,11 @@ from coldvault.repo.manifest import STREAM, TREE, Snapshot
 from coldvault.repo.repository import Repository
 from coldvault.repo.tree import FILE, SYMLINK, Node, encode_node
 from coldvault.repo.writer import BlobWriter
+from coldvault.storage.cache import CachingStore
 from coldvault.storage.handle import Handle, Kind
+from coldvault.storage.local import LocalStore
 from coldvault.storage.memory import MemoryStore
+from coldvault.storage.retry import RetryingStore
 
 FORMAT = FormatConfig(chunk_min_size=256, chunk_avg_size=1024, chunk_max_size=4096, pack_size=32 << 10)
 OPTIONS = BackupOptions(workers=2, compression_level=3)
@@ -148,6 +153,16 @@ class HookProgress(SilentProgress):
         if nbytes and self._hook is not None:
             hook, self._hook = self._hook, None
             hook()
+
+
+class CountingProgress(SilentProgress):
+    def __init__(self) -> None:
+        super().__init__()
+        self.files = self.bytes = 0
+
+    def advance(self, nbytes: int, files: int = 0) -> None:
+        self.files += files
+        self.bytes += nbytes
 
 
 # ---- awkward trees ---------------------------------------------------------------------------
@@ -508,11 +523,76 @@ def test_a_damaged_chunk_in_either_lane_fails_the_restore_leaving_only_whole_fil
     before = len(os.listdir("/proc/self/fd"))
     with pytest.raises(IntegrityError):
         run_restore(fresh_repo, snapshot, dest)
-    assert len(os.listdir("/proc/self/fd")) == before
+    assert len(os.listdir("/proc/self/fd")) == before and not multiprocessing.active_children()
     assert not (under(dest, src) / damaged).exists()
     for restored in files_below(dest):
         assert not restored.name.startswith(".coldvault-")
         assert restored.read_bytes() == (src / restored.relative_to(under(dest, src))).read_bytes()
+
+
+@pytest.mark.parametrize("lane", ["child process", "threads"])
+def test_the_large_lane_restores_the_same_in_a_child_process_or_in_threads(
+    repo: Repository, tmp_path: Path, lane: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Restoring from memory or one local directory, a process of one thread forks the large files'
+    # lane (a spy counts the children); anything else keeps it in threads.
+    forks: list[object] = []
+
+    class CountedForked(restore_module.Forked):  # type: ignore[name-defined,misc]
+        def __init__(self, *args: Any) -> None:
+            forks.append(self)
+            super().__init__(*args)
+
+    monkeypatch.setattr(restore_module, "Forked", CountedForked)
+    if lane == "threads":
+        monkeypatch.setattr(restore_module, "may_fork", lambda: False)
+    src = tmp_path / "src"
+    mixed_tree(src)
+    snapshot = run_backup(repo, tree_source(unique("lanes"), src))
+    progress = CountingProgress()
+    before = len(os.listdir("/proc/self/fd"))
+    result = restore(repo, snapshot, tmp_path / "dest", path=None, workers=2, progress=progress)
+    assert len(forks) == (lane == "child process")
+    assert state(under(tmp_path / "dest", src)) == state(src)
+    inodes = {p.stat().st_ino: p.stat().st_size for p in files_below(src)}  # a hard link's bytes count once
+    assert result.files == len(files_below(src)) and result.bytes == sum(inodes.values())
+    assert (progress.files, progress.bytes) == (result.files, result.bytes)
+    assert len(os.listdir("/proc/self/fd")) == before and not multiprocessing.active_children()
+
+
+def test_only_reads_from_one_local_directory_or_memory_go_to_a_child_process(tmp_path: Path) -> None:
+    local, memory = LocalStore(tmp_path / "a"), MemoryStore()
+    assert restore_module._child_can_read(local) and restore_module._child_can_read(memory)
+    assert restore_module._child_can_read(CachingStore(Replicas([local]), tmp_path / "cache"))
+    assert not restore_module._child_can_read(Replicas([local, LocalStore(tmp_path / "b", name="b")]))
+    assert not restore_module._child_can_read(FlakyStore())  # a subclass may count what it reads
+    assert not restore_module._child_can_read(RetryingStore(FlakyStore()))
+
+
+def test_a_directory_the_other_lanes_process_made_meanwhile_is_taken_as_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race between the two processes, staged: the directory appears between the look for it
+    # and the mkdir (os.open is wrapped for that one call, the only way to time it).
+    real_open = os.open
+    staged: list[bytes] = []
+
+    def open_after_the_other_process_made_it(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if path == b"new" and not staged:
+            staged.append(path)
+            os.mkdir(tmp_path / "new")
+            raise FileNotFoundError(errno.ENOENT, "not yet")
+        return real_open(path, flags, *args, **kwargs)
+
+    root = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    monkeypatch.setattr(restore_module.os, "open", open_after_the_other_process_made_it)
+    try:
+        fd = restore_module._open_or_make_dir(b"new", root)
+        monkeypatch.undo()
+        assert os.path.samestat(os.fstat(fd), os.stat(tmp_path / "new")) and staged
+        os.close(fd)
+    finally:
+        os.close(root)
 
 
 def direct_io_here(folder: Path) -> bool:
