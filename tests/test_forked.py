@@ -90,6 +90,16 @@ def test_a_bug_in_the_child_is_a_runtime_error_naming_it() -> None:
         Forked(work, SilentProgress()).wait()
 
 
+def test_ctrl_c_is_the_parents_to_answer() -> None:
+    # Ctrl-C reaches the whole process group; the interrupted parent kills the child, which must not
+    # send an error of its own first.
+    def work(progress: Progress) -> object:
+        os.kill(os.getpid(), signal.SIGINT)
+        return "still here"
+
+    assert Forked(work, SilentProgress()).wait() == "still here"
+
+
 def test_a_child_killed_by_a_signal_is_reported_not_waited_for() -> None:
     def work(progress: Progress) -> object:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -128,11 +128,14 @@ class _ToParent:
 
 def _in_child(work: Callable[[Progress], object], writer: Connection, parent: int) -> None:
     _die_with(parent)
+    # Ctrl-C reaches the whole process group: the parent is interrupted and kills this child, which
+    # must not answer with an error of its own that could reach the parent first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         writer.send(("result", work(_ToParent(writer))))
     except ColdvaultError as exc:
         writer.send(("error", type(exc)(exc.message)))
-    except BaseException as exc:  # noqa: BLE001 - a bug or an interrupt: the parent raises it
+    except BaseException as exc:  # noqa: BLE001 - a bug: the parent raises it
         writer.send(("error", RuntimeError(f"in the child process: {type(exc).__name__}: {exc}")))
 
 
