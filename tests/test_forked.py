@@ -1,6 +1,7 @@
 """A forked child reports back as if it were a thread: its progress, its result, its error as the
 same class (so the same exit code), a bug or a death as a RuntimeError; it is killed and reaped when
-the parent gives up, and dies with its parent.  These tests fork the test process itself."""
+the parent gives up, and dies with its parent; the two draw numbers from a shared count, each once.
+These tests fork the test process itself."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from coldvault.engine.forked import Forked, may_fork
+from coldvault.engine.forked import Counter, Forked, may_fork
 from coldvault.engine.progress import Progress, SilentProgress
 from coldvault.errors import DestinationError, IntegrityError, Transient
 from coldvault.storage.handle import object_name
@@ -183,3 +184,49 @@ def test_a_process_running_another_thread_may_not_fork() -> None:
     finally:
         stop.set()
         other.join()
+
+
+def test_poll_raises_the_childs_error_as_soon_as_it_is_in() -> None:
+    def work(progress: Progress) -> object:
+        raise IntegrityError("chunk 12ab has wrong content")
+
+    child = Forked(work, SilentProgress())
+    deadline = time.monotonic() + 10
+    with pytest.raises(IntegrityError, match="12ab"):
+        while time.monotonic() < deadline:
+            child.poll()
+            time.sleep(0.01)
+    child.kill()  # the cleanup after it: nothing left to do
+    assert not multiprocessing.active_children()
+
+
+def test_a_parent_and_its_child_draw_each_number_once() -> None:
+    numbers = Counter()
+
+    def draw_until(end: int) -> list[int]:
+        drawn = []
+        while (number := numbers.draw(unless=lambda: False)) is not None and number < end:
+            drawn.append(number)
+        return drawn
+
+    child = Forked(lambda progress: draw_until(20_000), SilentProgress())
+    here = draw_until(20_000)
+    there = child.wait()
+    assert isinstance(there, list) and here and there
+    assert sorted(here + there) == list(range(20_000))
+
+
+def test_a_draw_gives_up_when_the_process_holding_the_count_is_gone() -> None:
+    # A process killed while it held the lock would otherwise keep the other waiting for ever.
+    numbers = Counter()
+    assert numbers.draw(unless=lambda: False) == 0
+
+    def die_holding_the_lock(progress: Progress) -> object:
+        numbers._lock.acquire()
+        os.kill(os.getpid(), signal.SIGKILL)
+        return None
+
+    child = Forked(die_holding_the_lock, SilentProgress())
+    with pytest.raises(RuntimeError, match="killed by SIGKILL"):
+        child.wait()
+    assert numbers.draw(unless=child.ended) is None

@@ -565,6 +565,26 @@ def test_the_large_lane_restores_the_same_in_a_child_process_or_in_threads(
     assert len(os.listdir("/proc/self/fd")) == before and not multiprocessing.active_children()
 
 
+def test_large_files_shared_out_between_the_two_processes_restore_exactly(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With hardly any small files the parent is done with its lane at once and draws large files
+    # alongside the child; which process takes which depends on timing, every file is restored once.
+    monkeypatch.setattr(restore_module, "may_fork", lambda: True)
+    src = tmp_path / "src"
+    rng = random.Random(31)
+    for i in range(12):
+        folder = src / f"d{i % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"large-{i:02}").write_bytes(rng.randbytes((1 << 20) + rng.randrange(3 << 20)))
+    (src / "small").write_bytes(b"small")
+    snapshot = run_backup(repo, tree_source(unique("shared"), src))
+    before = len(os.listdir("/proc/self/fd"))
+    result = run_restore(repo, snapshot, tmp_path / "dest")
+    assert state(under(tmp_path / "dest", src)) == state(src) and result.files == 13
+    assert len(os.listdir("/proc/self/fd")) == before and not multiprocessing.active_children()
+
+
 def test_only_reads_from_one_local_directory_or_memory_go_to_a_child_process(tmp_path: Path) -> None:
     local, memory = LocalStore(tmp_path / "a"), MemoryStore()
     assert restore_module._child_can_read(local) and restore_module._child_can_read(memory)

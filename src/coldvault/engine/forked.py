@@ -15,6 +15,7 @@ check both, see ``may_fork``.
 
 from __future__ import annotations
 
+import mmap
 import os
 import signal
 import sys
@@ -56,9 +57,12 @@ class Forked:
         self._ended = False
 
     def poll(self) -> None:
-        """Relay whatever the child reported meanwhile, without waiting."""
+        """Relay whatever the child reported meanwhile, without waiting; raise its error as soon
+        as it is in (the rest of the operation is in vain)."""
         while self._outcome is None and self._reader.poll():
             self._take()
+        if self._outcome is not None and self._outcome[0] == "error":
+            self.wait()
 
     def wait(self) -> object:
         """Relay everything up to the child's end, and return its result (or raise its error)."""
@@ -84,6 +88,10 @@ class Forked:
         self._reader.close()
         self._ended = True
 
+    def ended(self) -> bool:
+        """Whether the child process has ended (it may have sent nothing yet that says so)."""
+        return self._ended or self._process.exitcode is not None
+
     def _take(self) -> None:
         try:
             message = self._reader.recv()
@@ -98,6 +106,31 @@ class Forked:
             self._progress.warn(*args)
         else:
             self._outcome = (kind, args[0])
+
+
+class Counter:
+    """Numbers that a process and the children it forks after making this draw from, each number
+    drawn once: a count in memory they share (an anonymous mapping, which holds no descriptor
+    open), behind a lock they share."""
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        self._count = mmap.mmap(-1, 8)  # shared: mmap's default, what the buffers of direct_io avoid
+        self._lock = multiprocessing.get_context("fork").Lock()
+
+    def draw(self, *, unless: Callable[[], bool]) -> int | None:
+        """The next number; None if ``unless()`` turns true while another process holds the lock
+        (one that died holding it would otherwise keep this one waiting for ever)."""
+        while not self._lock.acquire(timeout=0.1):
+            if unless():
+                return None
+        try:
+            number = int.from_bytes(self._count[:8], "little")
+            self._count[:8] = (number + 1).to_bytes(8, "little")
+        finally:
+            self._lock.release()
+        return number
 
 
 def _how(process: ForkProcess) -> str:
