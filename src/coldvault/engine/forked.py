@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 
 
 def may_fork() -> bool:
-    """Whether this process runs only its main thread (a library's idle pool counts too)."""
+    """Whether this process runs only its main thread (a library's idle pool counts too).  Threads
+    Python does not know of are not counted: Rayon's, which BLAKE3 hashes large objects on, are
+    left alone by a child (see storage.handle)."""
     return threading.active_count() == 1 and threading.current_thread() is threading.main_thread()
 
 
