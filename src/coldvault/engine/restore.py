@@ -456,7 +456,8 @@ class _Restorer:
         self.progress.warn(message)
 
     def run(self, listing: Callable[[], Iterable[Node]]) -> RestoreResult:
-        """``listing`` gives the entries afresh on each call (the large lane reads them a second time)."""
+        """``listing`` gives the entries afresh on each call: the large lane reads them a second time,
+        and a parent that takes a share of a forked lane's files a third."""
         with contextlib.ExitStack() as cleanup:  # after a failure or at the end, each of these, whatever the others do
             cleanup.callback(self.direct.close)
             cleanup.callback(self.dest.close)
