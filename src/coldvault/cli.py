@@ -8,14 +8,24 @@ import importlib
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from coldvault import __version__
+from coldvault.config import config_path, load_config
 from coldvault.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ColdvaultError
-from coldvault.session import Session
+from coldvault.key_ahead import KeyAhead
 
 # What runs a command, as "module:function" below coldvault: a backup need not import the daemon,
 # asyncio or the drill code (about a tenth of a second at every start).
 HandlerName = str
+# Commands that never unlock the repository with its passphrase: no head start on the key for them.
+_KEYLESS_COMMANDS = frozenset({"init", "config", "status", "report"})
+# A command makes hundreds of thousands of objects that never form cycles (index entries, listing
+# entries, chunk ids), and the cyclic collector, at its default thresholds, walks all of them again
+# every few thousand allocations: a quarter of an incremental backup's time.  With these it runs about
+# 70 times less often (the oldest generation 300 times), and what the imports made is frozen out of its
+# sight; reference counting still frees everything that is not a cycle at once.
+_GC_THRESHOLDS = (50_000, 20, 20)
 
 
 def _global_options(*, in_subcommand: bool) -> argparse.ArgumentParser:
@@ -173,14 +183,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _tune_garbage_collector()
+    gc.set_threshold(*_GC_THRESHOLDS)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if getattr(args, "offline", None) is not None:
             return int(_resolve(args.offline)(args))
-        session = Session.load(args.config, args.recovery_key_file)
-        return int(_resolve(args.handler)(args, session))
+        path = config_path(args.config)
+        config = load_config(path)
+        recovery_key_file = Path(args.recovery_key_file) if args.recovery_key_file else None
+        key_ahead = None
+        if recovery_key_file is None and args.command not in _KEYLESS_COMMANDS:
+            key_ahead = KeyAhead.start(config, target=getattr(args, "target", None))
+        # Imported only now, while the key is derived (see coldvault.key_ahead).
+        from coldvault.session import Session
+
+        handler = _resolve(args.handler)
+        gc.freeze()  # see _GC_THRESHOLDS
+        return int(handler(args, Session(config, path, recovery_key_file, key_ahead)))
     except ColdvaultError as exc:
         print(f"coldvault: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -202,16 +222,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _resolve(handler: HandlerName) -> Callable[..., int]:
     module, _, function = handler.partition(":")
     return getattr(importlib.import_module(f"coldvault.{module}"), function)  # type: ignore[no-any-return]
-
-
-def _tune_garbage_collector() -> None:
-    """A command makes hundreds of thousands of objects that never form cycles (index entries, listing
-    entries, chunk ids), and the cyclic collector, at its default thresholds, walks all of them again
-    every few thousand allocations: a quarter of an incremental backup's time.  What the imports made
-    is frozen out of its sight and it runs about 70 times less often (the oldest generation 300 times);
-    reference counting still frees everything that is not a cycle at once."""
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
 
 
 def _target(parser: argparse.ArgumentParser) -> None:

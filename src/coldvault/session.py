@@ -10,21 +10,20 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from coldvault.config import Config, Secret, Target, load_config, read_secret_file
+from coldvault.config import PASSPHRASE_ENV, Config, Secret, Target, configured_passphrase, read_secret_file
 from coldvault.engine.journal import Journal
 from coldvault.engine.replicas import Replicas
 from coldvault.engine.reports import ReportLog, create_signing_key, load_signing_key
 from coldvault.engine.staging import Staging
-from coldvault.errors import ConfigError, TargetError, UsageError, WrongKey
-from coldvault.repo.keys import decode_recovery_key
-from coldvault.repo.repository import Repository, read_repository_id
+from coldvault.errors import ConfigError, TargetError, WrongKey
+from coldvault.repo.keys import DerivedAhead, decode_recovery_key
+from coldvault.repo.repository import Repository
+from coldvault.repo.unlock import read_repository_id
 from coldvault.storage.cache import CachingStore
 from coldvault.storage.factory import check_target, open_store
 from coldvault.storage.protocol import Store
 
-PASSPHRASE_ENV = "COLDVAULT_PASSPHRASE"
 NEW_PASSPHRASE_ENV = "COLDVAULT_NEW_PASSPHRASE"
-CONFIG_ENV = "COLDVAULT_CONFIG"
 
 
 @dataclass
@@ -32,13 +31,7 @@ class Session:
     config: Config
     config_path: Path
     recovery_key_file: Path | None = None
-
-    @classmethod
-    def load(cls, config: str | None, recovery_key_file: str | None = None) -> Session:
-        path = config or os.environ.get(CONFIG_ENV)
-        if not path:
-            raise UsageError(f"no config file given; pass --config FILE or set {CONFIG_ENV}")
-        return cls(load_config(Path(path)), Path(path), Path(recovery_key_file) if recovery_key_file else None)
+    key_ahead: DerivedAhead | None = None  # see coldvault.key_ahead
 
     @property
     def state_dir(self) -> Path:
@@ -96,7 +89,7 @@ class Session:
         store: Store = CachingStore(replicas, self.state_dir / "cache") if cached else replicas
         if self.recovery_key_file is not None:
             return Repository.open(store, recovery_key=self.recovery_key())
-        return Repository.open(store, passphrase=self.passphrase())
+        return Repository.open(store, passphrase=self.passphrase(), ahead=self.key_ahead)
 
     def open_repo(self, *, only: str | None = None) -> Repository:
         """For reading: unlock the repository on every target, or on ``only`` that one alone (no cache)."""
@@ -118,12 +111,9 @@ class Session:
 
     def passphrase(self, *, confirm: bool = False) -> Secret:
         """From repository.passphrase_file, else $COLDVAULT_PASSPHRASE, else a prompt on a terminal."""
-        configured = self.config.repository.passphrase_file
+        configured = configured_passphrase(self.config.repository.passphrase_file)
         if configured is not None:
-            return read_secret_file(configured, what="passphrase")
-        from_env = os.environ.get(PASSPHRASE_ENV)
-        if from_env:
-            return Secret(from_env.encode())
+            return configured
         return prompt_secret(
             "repository passphrase", confirm=confirm, hint=f"set repository.passphrase_file or {PASSPHRASE_ENV}"
         )

@@ -1,6 +1,6 @@
 """Configuration: the typed model, the TOML loader and secrets."""
 
-from coldvault.config.loader import load_config, parse_config
+from coldvault.config.loader import CONFIG_ENV, config_path, load_config, parse_config
 from coldvault.config.model import (
     AzureTarget,
     CloudTarget,
@@ -14,9 +14,17 @@ from coldvault.config.model import (
     Source,
     Target,
 )
-from coldvault.config.secret import Secret, read_secret_file, write_secret_file
+from coldvault.config.secret import (
+    PASSPHRASE_ENV,
+    Secret,
+    configured_passphrase,
+    read_secret_file,
+    write_secret_file,
+)
 
 __all__ = [
+    "CONFIG_ENV",
+    "PASSPHRASE_ENV",
     "Config",
     "FormatConfig",
     "AzureTarget",
@@ -29,6 +37,8 @@ __all__ = [
     "Secret",
     "Source",
     "Target",
+    "config_path",
+    "configured_passphrase",
     "load_config",
     "parse_config",
     "read_secret_file",

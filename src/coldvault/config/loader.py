@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -9,14 +10,24 @@ from typing import Any
 from pydantic import ValidationError
 
 from coldvault.config.model import Config
-from coldvault.errors import ConfigError
+from coldvault.errors import ConfigError, UsageError
+
+CONFIG_ENV = "COLDVAULT_CONFIG"
+
+
+def config_path(given: str | None) -> Path:
+    """The config file: --config, else $COLDVAULT_CONFIG."""
+    path = given or os.environ.get(CONFIG_ENV)
+    if not path:
+        raise UsageError(f"no config file given; pass --config FILE or set {CONFIG_ENV}")
+    return Path(path)
 
 
 def load_config(path: Path) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; pass --config FILE or set COLDVAULT_CONFIG") from None
+        raise ConfigError(f"config file {path} does not exist; pass --config FILE or set {CONFIG_ENV}") from None
     except (PermissionError, IsADirectoryError) as exc:
         raise ConfigError(f"config file {path} cannot be read ({exc.strerror}); check the path and its mode") from None
     except UnicodeDecodeError:

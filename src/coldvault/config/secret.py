@@ -8,6 +8,8 @@ from pathlib import Path
 
 from coldvault.errors import ConfigError
 
+PASSPHRASE_ENV = "COLDVAULT_PASSPHRASE"
+
 
 class Secret:
     """Holds secret bytes; prints as ``***`` everywhere and refuses to be pickled."""
@@ -49,6 +51,14 @@ def read_secret_file(path: Path, *, what: str) -> Secret:
     if not value:
         raise ConfigError(f"{what} file {path} is empty; write the secret into it")
     return Secret(value)
+
+
+def configured_passphrase(passphrase_file: Path | None) -> Secret | None:
+    """The passphrase from repository.passphrase_file, else $COLDVAULT_PASSPHRASE, else None (ask for it)."""
+    if passphrase_file is not None:
+        return read_secret_file(passphrase_file, what="passphrase")
+    from_env = os.environ.get(PASSPHRASE_ENV)
+    return Secret(from_env.encode()) if from_env else None
 
 
 def write_secret_file(path: Path, data: bytes) -> None:

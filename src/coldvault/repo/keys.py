@@ -13,6 +13,7 @@ import base64
 import json
 import os
 from dataclasses import dataclass
+from typing import Protocol
 
 import blake3
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
@@ -53,8 +54,14 @@ class KeySlot:
         wrapped = seal(kek, master.reveal(), _slot_aad(repository_id, kdf, salt))
         return cls(repository_id, kdf, salt, wrapped, label, created)
 
-    def unwrap(self, passphrase: Secret) -> Secret:
-        kek = _derive_kek(passphrase, self.salt, self.kdf)
+    def derive_kek(self, passphrase: Secret) -> bytes:
+        """The key-encryption key: Argon2id, which releases the interpreter lock while it works."""
+        return _derive_kek(passphrase, self.salt, self.kdf)
+
+    def unwrap(self, passphrase: Secret, *, kek: bytes | None = None) -> Secret:
+        """The master key; ``kek`` is this slot's derive_kek(passphrase) when the caller has it already."""
+        if kek is None:
+            kek = self.derive_kek(passphrase)
         try:
             return Secret(
                 unseal(kek, self.wrapped, _slot_aad(self.repository_id, self.kdf, self.salt), what="key slot")
@@ -95,6 +102,13 @@ class KeySlot:
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise IntegrityError(f"{what} is not a valid key slot ({exc.__class__.__name__})") from None
+
+
+class DerivedAhead(Protocol):
+    """Key-encryption keys derived before an unlock asks for them (see coldvault.key_ahead)."""
+
+    def kek_for(self, passphrase: Secret, slot: KeySlot) -> bytes | None:
+        """The slot's key-encryption key for ``passphrase`` if it was derived ahead, else None."""
 
 
 def _check_kdf(kdf: object) -> None:

@@ -44,15 +44,14 @@ from coldvault.repo.index import (
     encode_index,
     encode_superseding,
 )
-from coldvault.repo.keys import DEFAULT_KDF, KeySlot, new_master_key
+from coldvault.repo.keys import DerivedAhead, KeySlot, new_master_key
 from coldvault.repo.manifest import Snapshot, decode_snapshot, encode_snapshot
 from coldvault.repo.session import SessionMarker, decode_marker, encode_marker
 from coldvault.repo.tree import Node, decode_lines
+from coldvault.repo.unlock import CONFIG, FORMAT_VERSION, read_config_header, unlock
 from coldvault.storage.handle import Handle, Kind, object_name, verify_object
 from coldvault.storage.protocol import Store
 
-FORMAT_VERSION = 1
-_CONFIG = Handle(Kind.CONFIG)
 PACK_KINDS = {BlobKind.DATA: Kind.DATA, BlobKind.TREE: Kind.TREE}
 
 
@@ -100,7 +99,7 @@ class Repository:
 
     @classmethod
     def init(cls, store: Store, passphrase: Secret, params: FormatConfig, *, clock: Clock = system_clock) -> Repository:
-        if _exists(store, _CONFIG):
+        if _exists(store, CONFIG):
             raise RepositoryError(f"target {store.name!r} already holds a coldvault repository; nothing was changed")
         master = new_master_key()
         repository_id = os.urandom(16).hex()
@@ -115,11 +114,11 @@ class Repository:
         # The config goes last: its presence is what makes the target an initialised repository.
         config = repo._encode_config()
         try:
-            store.put(_CONFIG, config)
+            store.put(CONFIG, config)
         except AlreadyExists:
             # A retry after our first attempt landed finds our own bytes (a random id and nonce make
             # them unique); anything else is another repository that appeared meanwhile.
-            if store.get(_CONFIG) != config:
+            if store.get(CONFIG) != config:
                 raise RepositoryError(
                     f"target {store.name!r} already holds a coldvault repository; nothing was changed"
                 ) from None
@@ -133,12 +132,14 @@ class Repository:
         passphrase: Secret | None = None,
         recovery_key: Secret | None = None,
         clock: Clock = system_clock,
+        ahead: DerivedAhead | None = None,
     ) -> Repository:
-        repository_id, sealed = _read_config_header(store)
+        """``ahead`` may hold the key-encryption key of the slot that opens with ``passphrase``."""
+        repository_id, sealed = read_config_header(store)
         if recovery_key is not None:
             master, slot = recovery_key, None
         elif passphrase is not None:
-            master, slot = _unlock(store, repository_id, passphrase)
+            master, slot = unlock(store, repository_id, passphrase, ahead)
         else:
             raise WrongKey("no passphrase or recovery key given")
         subkeys = Subkeys.derive(master, bytes.fromhex(repository_id))
@@ -347,7 +348,7 @@ class Repository:
 
     def essentials(self) -> list[Handle]:
         """What any target needs besides packs and indexes to open the repository: config and our key slot."""
-        handles = [_CONFIG]
+        handles = [CONFIG]
         if self._slot is not None:
             handles.append(Handle(Kind.KEY, self._slot))
         return handles
@@ -409,68 +410,6 @@ def _exists(store: Store, handle: Handle) -> bool:
     except NotFound:
         return False
     return True
-
-
-def read_repository_id(store: Store) -> str:
-    """The repository's id from its config, without unlocking it."""
-    return _read_config_header(store)[0]
-
-
-def _read_config_header(store: Store) -> tuple[str, bytes]:
-    try:
-        data = store.get(_CONFIG)
-    except NotFound:
-        raise RepositoryError(
-            f"target {store.name!r} holds no coldvault repository; run 'coldvault init' or fix the target in the config"
-        ) from None
-    try:
-        doc = json.loads(data)
-        if not isinstance(doc, dict) or doc.get("format") != "coldvault":
-            raise ValueError("format")
-        if doc["version"] != FORMAT_VERSION:
-            raise RepositoryError(
-                f"target {store.name!r} has repository format {doc['version']!r}; this coldvault reads {FORMAT_VERSION}"
-            )
-        repository_id = doc["repository_id"]
-        if not isinstance(repository_id, str) or len(bytes.fromhex(repository_id)) != 16:
-            raise ValueError("repository_id")
-        return repository_id, base64.b64decode(doc["sealed"], validate=True)
-    except RepositoryError:
-        raise
-    except (ValueError, KeyError, TypeError):
-        raise IntegrityError(f"the repository config on target {store.name!r} is corrupt") from None
-
-
-def _unlock(store: Store, repository_id: str, passphrase: Secret) -> tuple[Secret, str]:
-    slots = list(store.list(Kind.KEY))
-    if not slots:
-        raise WrongKey(f"target {store.name!r} has no key slots; open it with the recovery key and add one")
-    damaged = []
-    candidates = []
-    for info in slots:
-        data = store.get(info.handle)
-        try:
-            verify_object(info.handle.name, data, "key slot")
-            slot = KeySlot.decode(data, what="key slot")
-        except IntegrityError:
-            damaged.append(str(info.handle))  # a damaged slot must not lock us out if another one works
-            continue
-        if slot.repository_id == repository_id:
-            candidates.append((info, slot))
-    # Slots coldvault wrote itself use the default parameters: try them before anything costlier
-    # that someone may have planted to slow every unlock down.
-    candidates.sort(key=lambda pair: pair[1].kdf != DEFAULT_KDF)
-    for info, slot in candidates:
-        try:
-            return slot.unwrap(passphrase), info.handle.name
-        except WrongKey:
-            continue
-    if damaged:
-        raise IntegrityError(
-            f"key slot {', '.join(damaged)} is corrupt and no other slot opens with this passphrase;"
-            " open the repository with --recovery-key-file and add a new slot"
-        )
-    raise WrongKey("wrong passphrase: no key slot opens with it; check the passphrase file or COLDVAULT_PASSPHRASE")
 
 
 def _decode_config_body(body: bytes, repository_id: str, seed: int) -> RepoFormat:
