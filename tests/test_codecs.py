@@ -425,6 +425,55 @@ def test_decode_lines_across_chunk_boundaries() -> None:
     assert list(decode_lines([])) == []
 
 
+LARGE = 1 << 20
+
+
+def spelled(doc: dict[str, object], spelling: str) -> bytes:
+    """A valid JSON line for ``doc``, written some way the encoder does not: what a hostile or foreign
+    writer may store."""
+    if spelling == "spaced":
+        return json.dumps(doc, indent=None, separators=(" , ", " : ")).encode()
+    if spelling == "escaped key":
+        return json.dumps(doc).replace('"size"', '"\\u0073ize"').encode()
+    if spelling == "escaped path":
+        return json.dumps(doc, ensure_ascii=True).replace('"path": "', '"path": "\\u0061', 1).encode()
+    if spelling == "size twice":
+        return b'{"size": 1, ' + json.dumps(doc).encode()[1:]
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    size=st.one_of(st.integers(0, 2**63 - 1), st.integers(LARGE - 100_000, LARGE + 10)),
+    spelling=st.sampled_from(["plain", "spaced", "escaped key", "escaped path", "size twice"]),
+)
+def test_only_lines_that_cannot_hold_a_large_file_are_passed_over(size: int, spelling: str) -> None:
+    """Decoding only the lines that may hold a large file must leave none of those files out."""
+    line = spelled(good_file_doc(size=size, chunks=[]), spelling)
+    whole = list(decode_lines([line + b"\n"]))
+    large_only = list(decode_lines([line + b"\n"], sizes_from=LARGE))
+    assert len(whole) == 1
+    if whole[0].size >= LARGE:
+        assert large_only == whole
+    assert large_only in ([], whole)
+
+
+def test_lines_of_small_entries_are_not_decoded() -> None:
+    """A damaged line that cannot hold a large file is not even decoded by the large files' pass (the
+    whole listing's pass refuses it)."""
+    small = good_file_doc(size=999_999, chunks=[])  # six digits: cannot be 1 MiB (seven may, and are decoded)
+    broken = json.dumps(small).encode().replace(b'"type": "file"', b'"type": 7')
+    assert list(decode_lines([broken + b"\n"], sizes_from=LARGE)) == []
+    with pytest.raises(IntegrityError):
+        list(decode_lines([broken + b"\n"]))
+    large = replace(ALL_NODES[0], size=LARGE, chunks=[])
+    nodes = sorted([n for n in ALL_NODES if n.type != FILE] + [large], key=lambda n: n.path.split(b"/"))
+    decoded = list(decode_lines([b"".join(encode_node(n) for n in nodes)], sizes_from=LARGE))
+    assert large in decoded
+    # Lines with an escape in them are decoded (a name with a newline, here): they may spell "size" so.
+    assert all(n == large or b"\\" in encode_node(n) for n in decoded) and len(decoded) < len(nodes)
+
+
 def test_decode_lines_rejects_a_listing_that_ends_mid_line() -> None:
     stream = b"".join(encode_node(n) for n in ALL_NODES[:3])
     with pytest.raises(IntegrityError, match="middle"):

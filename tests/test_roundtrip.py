@@ -1079,6 +1079,7 @@ def two_subtrees(repo: Repository, tmp_path: Path) -> tuple[Path, Snapshot]:
     (src / "one" / "g").write_bytes(b"g")
     (src / "two" / "h").write_bytes(b"h" * 10_000)
     os.link(src / "two" / "h", src / "one" / "h-link")  # leader 'one/h-link' sorts before 'two/h'
+    (src / "one" / "large").write_bytes(random.Random(7).randbytes(3 << 19))  # goes through the large lane
     return src, run_backup(repo, tree_source(unique("subtrees"), src))
 
 
@@ -1090,6 +1091,22 @@ def test_restore_of_a_subtree(repo: Repository, tmp_path: Path, two_subtrees: tu
     assert sorted(os.listdir(restored)) == ["two"]
     # A hard link whose leader is outside the subtree comes back as a copy.
     assert (restored / "two" / "h").read_bytes() == b"h" * 10_000
+
+
+def test_restore_of_a_subtree_with_a_large_file(
+    repo: Repository, tmp_path: Path, two_subtrees: tuple[Path, Snapshot]
+) -> None:
+    src, snapshot = two_subtrees
+    dest = tmp_path / "dest"
+    run_restore(repo, snapshot, dest, path=str(src / "one"))
+    restored = under(dest, src)
+    assert sorted(str(p.relative_to(restored)) for p in files_below(restored)) == [
+        "one/deep/f",
+        "one/g",
+        "one/h-link",
+        "one/large",
+    ]
+    assert (restored / "one" / "large").read_bytes() == (src / "one" / "large").read_bytes()
 
 
 def test_restore_of_a_single_file_with_a_relative_path(

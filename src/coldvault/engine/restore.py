@@ -77,8 +77,9 @@ class RestoreResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def select_nodes(nodes: Iterable[Node], path: str | None) -> Iterator[Node]:
-    """The entries at and below ``path`` (and the directories above it), or all of them."""
+def select_nodes(nodes: Iterable[Node], path: str | None, *, required: bool = True) -> Iterator[Node]:
+    """The entries at and below ``path`` (and the directories above it), or all of them; ``required``:
+    a path that matches nothing is the user's mistake."""
     if not path:
         yield from nodes
         return
@@ -94,7 +95,7 @@ def select_nodes(nodes: Iterable[Node], path: str | None) -> Iterator[Node]:
             yield node
         elif wanted.startswith(node.path + b"/") and node.type == DIR:
             yield node
-    if not found:
+    if required and not found:
         raise UsageError(f"{path!r} is not in this snapshot; see 'coldvault ls SNAPSHOT'")
 
 
@@ -455,9 +456,10 @@ class _Restorer:
         self.result.warnings.append(message)
         self.progress.warn(message)
 
-    def run(self, listing: Callable[[], Iterable[Node]]) -> RestoreResult:
-        """``listing`` gives the entries afresh on each call: the large lane reads them a second time,
-        and a parent that takes a share of a forked lane's files a third."""
+    def run(self, listing: Callable[[], Iterable[Node]], large: Callable[[], Iterable[Node]]) -> RestoreResult:
+        """``listing`` gives the entries; ``large`` gives afresh on each call those of the listing's entries
+        that may be large files, and no fewer (the large lane reads them, and a parent that takes a
+        share of a forked lane's files reads them again)."""
         with contextlib.ExitStack() as cleanup:  # after a failure or at the end, each of these, whatever the others do
             cleanup.callback(self.direct.close)
             cleanup.callback(self.dest.close)
@@ -465,7 +467,7 @@ class _Restorer:
             cleanup.callback(self.listed.close)
             large_reads, child, shared = None, None, self.shared
             if self.dest.was_empty:
-                large_files = (n for n in _in_order(listing()) if _goes_ahead(n))
+                large_files = (n for n in _in_order(large()) if _goes_ahead(n))
                 if shared is not None:
                     child = Forked(
                         lambda progress: self._restore_large(_drawn(large_files, shared, unless=_never), progress),
@@ -488,7 +490,7 @@ class _Restorer:
             self._submit(self.listed, self.listed.take_read())
             if child is not None and shared is not None:
                 self.listed.pipeline.drain()
-                large_reads = self._alongside(child, shared, (n for n in _in_order(listing()) if _goes_ahead(n)))
+                large_reads = self._alongside(child, shared, (n for n in _in_order(large()) if _goes_ahead(n)))
                 cleanup.callback(large_reads.close)
             if large_reads is not None:
                 self._feed(large_reads, wait=True)
@@ -738,7 +740,10 @@ def restore(
     forks = workers > 1 and may_fork() and _child_can_read(repo.store)
     with _destination_errors(b""):
         restorer = _Restorer(repo, dest, workers, progress, shared=_shared_count() if forks else None)
-    result = restorer.run(lambda: select_nodes(repo.listing(snapshot), path))
+    result = restorer.run(
+        lambda: select_nodes(repo.listing(snapshot), path),
+        lambda: select_nodes(repo.listing(snapshot, sizes_from=_LARGE_FROM), path, required=False),
+    )
     progress.finish()
     return result
 

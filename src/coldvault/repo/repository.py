@@ -304,8 +304,9 @@ class Repository:
             raise IntegrityError(f"chunk {chunk_id.hex()[:16]} in pack {location.pack[:12]} has wrong content")
         return plaintext
 
-    def listing(self, snapshot: Snapshot) -> Iterator[Node]:
-        return decode_lines(self.read_blob(BlobKind.TREE, c) for c in snapshot.listing)
+    def listing(self, snapshot: Snapshot, *, sizes_from: int = 0) -> Iterator[Node]:
+        """The snapshot's entries; with ``sizes_from``, only those that may be that large (see decode_lines)."""
+        return decode_lines((self.read_blob(BlobKind.TREE, c) for c in snapshot.listing), sizes_from=sizes_from)
 
     # ---- writing ---------------------------------------------------------------------------
 

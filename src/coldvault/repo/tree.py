@@ -18,8 +18,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from coldvault.errors import IntegrityError
@@ -158,8 +159,11 @@ def decode_node(line: bytes) -> Node:
     return node
 
 
-def decode_lines(chunks: Iterable[bytes]) -> Iterator[Node]:
-    """Nodes from the concatenated listing chunks, decoded lazily."""
+def decode_lines(chunks: Iterable[bytes], *, sizes_from: int = 0) -> Iterator[Node]:
+    """Nodes from the concatenated listing chunks, decoded lazily.  With ``sizes_from``, only the lines
+    that may hold an entry of at least that size are decoded and given, which leaves out none of
+    those entries (see _may_hold_size): a restore's large files, without decoding every other line."""
+    may_hold = _may_hold_size(sizes_from) if sizes_from else None
     # The start of a line not ended yet, in pieces: a large file's line spans many chunks, and adding
     # each to the rest would copy it again every time.
     carry: list[bytes] = []
@@ -170,10 +174,20 @@ def decode_lines(chunks: Iterable[bytes]) -> Iterator[Node]:
             lines[0] = b"".join(carry)
             carry = []
             for line in lines[:-1]:
-                yield decode_node(line)
+                if may_hold is None or may_hold(line):
+                    yield decode_node(line)
         carry.append(lines[-1])
     if any(carry):
         raise IntegrityError("listing ends in the middle of a line")
+
+
+def _may_hold_size(size: int) -> Callable[[bytes], bool]:
+    """Whether a line may decode to an entry whose "size" is ``size`` or more; False only where it
+    cannot.  In a line without a backslash every key is spelled as it reads, so such an entry's line
+    holds '"size"', a colon and an integer of at least as many digits as ``size``: JSON allows no
+    leading zeros, and a fraction or an exponent makes a float, which no entry's size may be."""
+    digits = re.compile(rb'"size"\s*:\s*\d{%d}' % len(str(size)))
+    return lambda line: b"\\" in line or digits.search(line) is not None
 
 
 def _load(line: bytes) -> object:
