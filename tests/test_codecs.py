@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from coldvault.errors import IntegrityError
 from coldvault.repo import tree
 from coldvault.repo.blob import BlobKind
+from coldvault.repo.ids import parse_id
 from coldvault.repo.index import Index, PackRecord, decode_index, encode_index
 from coldvault.repo.manifest import STREAM, TREE, Snapshot, decode_snapshot, encode_snapshot
 from coldvault.repo.pack import PackBuilder, PackEntry, read_header
@@ -412,6 +414,22 @@ def test_check_relative_path_agrees_with_its_definition(path: bytes) -> None:
             check_relative_path(path)
     else:
         assert check_relative_path(path) == path
+
+
+@given(
+    st.one_of(
+        st.text(alphabet="0123456789abcdefABCDEF \t\n\u0660g", min_size=60, max_size=68),
+        st.binary(min_size=32, max_size=32).map(bytes.hex),
+        st.binary(min_size=32, max_size=32).map(lambda b: b.hex().upper()),
+    )
+)
+def test_parse_id_takes_exactly_64_lowercase_hex_digits(value: str) -> None:
+    """parse_id checks by writing the bytes back; it must accept exactly what this definition does."""
+    if re.fullmatch("[0-9a-f]{64}", value):
+        assert parse_id(value) == bytes.fromhex(value)
+    else:
+        with pytest.raises(ValueError):
+            parse_id(value)
 
 
 def test_decode_lines_across_chunk_boundaries() -> None:

@@ -31,7 +31,8 @@ NODE_TYPES = frozenset({FILE, DIR, SYMLINK, FIFO, SOCKET, CHARDEV, BLOCKDEV})
 
 # One encoder and decoder for every line: json.dumps with separators builds a new encoder per call.
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
-_decode_json = json.JSONDecoder().decode
+_decoder = json.JSONDecoder()
+_decode_json, _scan_json = _decoder.decode, _decoder.scan_once
 
 # A large file's list of chunk ids is encoded and decoded apart from the rest of its line, a batch at a
 # time: as JSON strings (one per id) it took ~260 bytes of memory per chunk at the peak of encoding or
@@ -192,7 +193,16 @@ def _may_hold_size(size: int) -> Callable[[bytes], bool]:
 
 def _load(line: bytes) -> object:
     try:
-        return _decode_json(line.decode())  # listings are written as UTF-8 (ASCII, in fact: ensure_ascii)
+        text = line.decode()  # listings are written as UTF-8 (ASCII, in fact: ensure_ascii)
+        # The scanner alone, as the writer leaves no space around the object: a quarter faster than
+        # the decoder, which looks for space before and after it.  Anything else, the decoder judges.
+        try:
+            doc, end = _scan_json(text, 0)
+            if end == len(text):
+                return doc
+        except StopIteration:  # no value right at the start
+            pass
+        return _decode_json(text)
     except ValueError:
         raise IntegrityError("listing has a line that is not JSON") from None
 
