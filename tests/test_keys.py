@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 
 import pytest
@@ -45,6 +46,20 @@ def edited(slot: KeySlot, **changes: object) -> bytes:
 
 def test_slot_unwraps_with_its_passphrase(slot: KeySlot) -> None:
     assert slot.unwrap(Secret(b"correct horse battery staple")) == MASTER
+
+
+def test_derivations_in_several_threads_at_once_all_finish(slot: KeySlot) -> None:
+    """cryptography's Argon2id (on OpenSSL's thread pool) hangs when two run at once in one process;
+    the key ahead (coldvault.key_ahead) runs one beside the main thread's."""
+    results: list[bytes] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(slot.derive_kek(PASSPHRASE)), daemon=True) for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(results) == 3 and len(set(results)) == 1
 
 
 def test_slot_uses_the_default_kdf_and_hides_the_master_key(slot: KeySlot) -> None:

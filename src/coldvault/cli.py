@@ -19,7 +19,7 @@ from coldvault.key_ahead import KeyAhead
 # asyncio or the drill code (about a tenth of a second at every start).
 HandlerName = str
 # Commands that never unlock the repository with its passphrase: no head start on the key for them.
-_KEYLESS_COMMANDS = frozenset({"init", "config", "status", "report"})
+_KEYLESS_COMMANDS = frozenset({"init", "config", "status", "report", "sync", "scrub"})
 # A command makes hundreds of thousands of objects that never form cycles (index entries, listing
 # entries, chunk ids), and the cyclic collector, at its default thresholds, walks all of them again
 # every few thousand allocations: a quarter of an incremental backup's time.  With these it runs about

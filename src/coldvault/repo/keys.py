@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import threading
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,6 +31,9 @@ DEFAULT_KDF = {"algorithm": "argon2id", "memory_kib": 65536, "iterations": 3, "l
 # limits keep a hostile slot to about a second of work (256 MiB, 4 passes measured 1.1 s here).
 _KDF_LIMITS = {"memory_kib": (8192, 256 << 10), "iterations": (1, 4), "lanes": (1, 8)}
 _SALT_SIZE = 16
+# cryptography's Argon2id runs on OpenSSL's thread pool, and two at once in one process hang or fail
+# with "not enough memory" (cryptography 50.0.2; test_keys shows it): one at a time.
+_ONE_DERIVATION = threading.Lock()
 _RECOVERY_PREFIX = "cvrk1"
 
 
@@ -122,13 +126,14 @@ def _check_kdf(kdf: object) -> None:
 
 
 def _derive_kek(passphrase: Secret, salt: bytes, kdf: dict[str, object]) -> bytes:
-    return Argon2id(
-        salt=salt,
-        length=KEY_SIZE,
-        iterations=int(kdf["iterations"]),  # type: ignore[call-overload]
-        lanes=int(kdf["lanes"]),  # type: ignore[call-overload]
-        memory_cost=int(kdf["memory_kib"]),  # type: ignore[call-overload]
-    ).derive(passphrase.reveal())
+    with _ONE_DERIVATION:
+        return Argon2id(
+            salt=salt,
+            length=KEY_SIZE,
+            iterations=int(kdf["iterations"]),  # type: ignore[call-overload]
+            lanes=int(kdf["lanes"]),  # type: ignore[call-overload]
+            memory_cost=int(kdf["memory_kib"]),  # type: ignore[call-overload]
+        ).derive(passphrase.reveal())
 
 
 def _slot_aad(repository_id: str, kdf: dict[str, object], salt: bytes) -> bytes:
