@@ -1,6 +1,6 @@
 """Configuration: the typed model, the TOML loader and secrets."""
 
-from coldvault.config.loader import CONFIG_ENV, config_path, load_config, parse_config
+from coldvault.config.loader import config_path, load_config, parse_config
 from coldvault.config.model import (
     AzureTarget,
     CloudTarget,
@@ -23,7 +23,6 @@ from coldvault.config.secret import (
 )
 
 __all__ = [
-    "CONFIG_ENV",
     "PASSPHRASE_ENV",
     "Config",
     "FormatConfig",

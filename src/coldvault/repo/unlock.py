@@ -23,6 +23,7 @@ def read_repository_id(store: Store) -> str:
 
 
 def read_config_header(store: Store) -> tuple[str, bytes]:
+    """The repository's id and its sealed config (which only the master key opens and proves)."""
     try:
         data = store.get(CONFIG)
     except NotFound:
@@ -78,6 +79,7 @@ def _key_candidates(store: Store, repository_id: str) -> tuple[list[tuple[Object
 
 
 def unlock(store: Store, repository_id: str, passphrase: Secret, ahead: DerivedAhead | None) -> tuple[Secret, str]:
+    """The master key from the first slot that opens with ``passphrase``, and that slot's name."""
     candidates, damaged = _key_candidates(store, repository_id)
     for info, slot in candidates:
         kek = ahead.kek_for(passphrase, slot) if ahead is not None else None
