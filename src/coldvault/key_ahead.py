@@ -15,7 +15,7 @@ from coldvault.config import Config, LocalTarget, Secret, configured_passphrase
 from coldvault.errors import ColdvaultError
 from coldvault.repo.keys import KeySlot
 from coldvault.repo.unlock import first_key_slot
-from coldvault.storage.local import LocalStore
+from coldvault.storage.factory import open_store
 
 
 class KeyAhead:
@@ -47,7 +47,7 @@ class KeyAhead:
         # Everything used here is imported by this module, before the thread starts: nothing is
         # imported in two threads at once.
         try:
-            slot = first_key_slot(LocalStore(target.path, name=target.name))
+            slot = first_key_slot(open_store(target))
             if slot is not None:
                 self._derived = (slot, slot.derive_kek(self._passphrase))
         except (ColdvaultError, OSError):

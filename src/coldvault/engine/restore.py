@@ -460,6 +460,10 @@ class _Restorer:
         """``listing`` gives the entries; ``large`` gives afresh on each call those of the listing's entries
         that may be large files, and no fewer (the large lane reads them, and a parent that takes a
         share of a forked lane's files reads them again)."""
+
+        def large_files() -> Iterator[Node]:
+            return (n for n in _in_order(large()) if _goes_ahead(n))
+
         with contextlib.ExitStack() as cleanup:  # after a failure or at the end, each of these, whatever the others do
             cleanup.callback(self.direct.close)
             cleanup.callback(self.dest.close)
@@ -467,15 +471,14 @@ class _Restorer:
             cleanup.callback(self.listed.close)
             large_reads, child, shared = None, None, self.shared
             if self.dest.was_empty:
-                large_files = (n for n in _in_order(large()) if _goes_ahead(n))
                 if shared is not None:
                     child = Forked(
-                        lambda progress: self._restore_large(_drawn(large_files, shared, unless=_never), progress),
+                        lambda progress: self._restore_large(_drawn(large_files(), shared, unless=_never), progress),
                         self.progress,
                     )
                     cleanup.callback(child.kill)
                 else:
-                    large_reads = self._large_reads(large_files)
+                    large_reads = self._large_reads(large_files())
                     cleanup.callback(large_reads.close)
             for node in _in_order(listing()):
                 if self.dest.was_empty:
@@ -490,7 +493,7 @@ class _Restorer:
             self._submit(self.listed, self.listed.take_read())
             if child is not None and shared is not None:
                 self.listed.pipeline.drain()
-                large_reads = self._alongside(child, shared, (n for n in _in_order(large()) if _goes_ahead(n)))
+                large_reads = self._alongside(child, shared, large_files())
                 cleanup.callback(large_reads.close)
             if large_reads is not None:
                 self._feed(large_reads, wait=True)
