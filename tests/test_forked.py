@@ -202,11 +202,16 @@ def test_poll_raises_the_childs_error_as_soon_as_it_is_in() -> None:
 
 def test_a_parent_and_its_child_draw_each_number_once() -> None:
     numbers = Counter()
+    # Each draws one number before either goes on, so that both take part however late the child
+    # starts (a CI run saw the parent draw all 20,000 before the forked child drew one).
+    both_drew_one = multiprocessing.get_context("fork").Barrier(2, timeout=30)
 
     def draw_until(end: int) -> list[int]:
         drawn = []
         while (number := numbers.draw(unless=lambda: False)) is not None and number < end:
             drawn.append(number)
+            if len(drawn) == 1:
+                both_drew_one.wait()
         return drawn
 
     child = Forked(lambda progress: draw_until(20_000), SilentProgress())
