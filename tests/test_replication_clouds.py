@@ -2,7 +2,8 @@
 
 The outage is real: the GCS emulator process is SIGKILLed while the backup uploads to it,
 and started again later on the same port and the same data directory, as a provider
-coming back after an outage.
+coming back after an outage.  The backup reaches GCS through a proxy that holds its requests
+from the first pack stored there until the kill, so the kill always falls mid-backup.
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.storage.blob import ContainerClient
 from conftest import CloudBucket, make_gcs_bucket, make_s3_bucket
 from test_cli import CLI, PASSPHRASE
 from test_cloud_cli import cloud_config
+from throttle_proxy import ThrottleProxy
 
 from coldvault import emulators
 from coldvault.storage.handle import Kind
@@ -49,10 +53,14 @@ def start_backup(cli: CLI) -> subprocess.Popen[bytes]:
     )
 
 
+def has_a_pack(bucket: CloudBucket) -> bool:
+    return any(True for _ in bucket.adapter().list(Kind.DATA))
+
+
 def wait_for_a_pack(bucket: CloudBucket, backup: subprocess.Popen[bytes]) -> None:
     """Until the backup has stored its first pack in the bucket: the moment to pull the plug."""
     deadline = time.monotonic() + 60
-    while not any(path.startswith("data/") for path in objects(bucket)):
+    while not has_a_pack(bucket):
         assert backup.poll() is None and time.monotonic() < deadline, "the backup ended before the bucket got a pack"
         time.sleep(0.02)
 
@@ -77,9 +85,55 @@ def outage_gcs(tmp_path: Path) -> Iterator[emulators.Emulator]:
 
 
 @pytest.fixture
+def gcs(outage_gcs: emulators.Emulator, bucket_name: str) -> CloudBucket:
+    """The outage emulator's bucket; its target goes straight to the emulator, for the test's own looks."""
+    return make_gcs_bucket(outage_gcs, bucket_name, "gcs-us")
+
+
+class GcsHold:
+    """A proxy in front of GCS that forwards everything, but holds each request arriving once a pack is
+    stored there until ``release``.
+
+    Unheld, a backup could send GCS everything while the test stalls between seeing the first pack and
+    killing the emulator, and the outage would miss the backup.  Held, the backup is waiting on GCS when
+    the emulator dies, and each held request then goes on to the dead emulator.
+    """
+
+    def __init__(self, bucket: CloudBucket) -> None:
+        self._bucket = bucket
+        self._pack_stored = False
+        self._released = threading.Event()
+        self.proxy = ThrottleProxy(bucket.target["endpoint"], "gcs", fraction=0, match=self._hold)
+
+    def target(self, **settings: Any) -> dict[str, Any]:
+        """The target for the config: GCS through the proxy."""
+        return dict(self._bucket.target, endpoint=self.proxy.endpoint, **settings)
+
+    def release(self) -> None:
+        self._released.set()
+
+    def _hold(self, method: str, path: str) -> bool:
+        # The proxy asks under its lock, one request at a time, so the requests behind a held one wait too.
+        self._pack_stored = self._pack_stored or has_a_pack(self._bucket)
+        if self._pack_stored:
+            self._released.wait()
+        return False  # never throttled: forwarded once released
+
+
+@pytest.fixture
+def gcs_hold(gcs: CloudBucket) -> Iterator[GcsHold]:
+    hold = GcsHold(gcs)
+    with hold.proxy:
+        try:
+            yield hold
+        finally:
+            hold.release()  # a test that failed before its kill leaves no request held
+
+
+@pytest.fixture
 def providers(
     moto_server: emulators.Emulator,
-    outage_gcs: emulators.Emulator,
+    gcs: CloudBucket,
     azure_container: CloudBucket,
     bucket_name: str,
     tmp_path: Path,
@@ -87,22 +141,29 @@ def providers(
     return [
         make_s3_bucket(moto_server, bucket_name + "-eu", "eu-west-1", "aws-eu", tmp_path),
         make_s3_bucket(moto_server, bucket_name + "-us", "us-east-2", "aws-us", tmp_path),
-        make_gcs_bucket(outage_gcs, bucket_name, "gcs-us"),
+        gcs,
         azure_container,
     ]
 
 
 def test_a_provider_killed_mid_backup_lags_then_catches_up_and_any_single_provider_restores(
-    tmp_path: Path, data: Path, providers: list[CloudBucket], outage_gcs: emulators.Emulator
+    tmp_path: Path,
+    data: Path,
+    providers: list[CloudBucket],
+    gcs: CloudBucket,
+    gcs_hold: GcsHold,
+    outage_gcs: emulators.Emulator,
 ) -> None:
     targets = [dict(p.target, retries=1) for p in providers]  # an outage shows after one retry, not five
+    targets[providers.index(gcs)] = gcs_hold.target(retries=1)
     cli = CLI(tmp_path)
     cli.write_config(cloud_config(tmp_path, targets, min_targets=3))
     assert cli("init").returncode == 0
 
     backup = start_backup(cli)
-    wait_for_a_pack(providers[2], backup)
+    wait_for_a_pack(gcs, backup)
     outage_gcs.kill()
+    gcs_hold.release()
     stdout, stderr = backup.communicate(timeout=120)
     assert backup.returncode == 0, stderr.decode()
     assert "target gcs-us is lagging" in stderr.decode()
@@ -160,16 +221,21 @@ def test_corruption_at_one_provider_is_repaired_from_another(
 
 
 def test_below_min_targets_an_outage_fails_the_backup_and_the_next_run_resumes(
-    tmp_path: Path, data: Path, s3_bucket: CloudBucket, outage_gcs: emulators.Emulator, bucket_name: str
+    tmp_path: Path,
+    data: Path,
+    s3_bucket: CloudBucket,
+    gcs: CloudBucket,
+    gcs_hold: GcsHold,
+    outage_gcs: emulators.Emulator,
 ) -> None:
-    gcs = make_gcs_bucket(outage_gcs, bucket_name, "gcs-us")
     cli = CLI(tmp_path)
-    cli.write_config(cloud_config(tmp_path, [s3_bucket.target, dict(gcs.target, retries=1)]))  # min_targets: all
+    cli.write_config(cloud_config(tmp_path, [s3_bucket.target, gcs_hold.target(retries=1)]))  # min_targets: all
     assert cli("init").returncode == 0
 
     backup = start_backup(cli)
     wait_for_a_pack(gcs, backup)
     outage_gcs.kill()
+    gcs_hold.release()
     _, stderr = backup.communicate(timeout=120)
     assert backup.returncode == 14
     message = stderr.decode().strip()
