@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,25 @@ def cli(tmp_path: Path) -> CLI:
     return tool
 
 
+def twelve_hours_away() -> str:
+    """A daily slot as far from now as a day allows, in local time as the daemon reads cron."""
+    return f"0 {(datetime.now().hour + 12) % 24} * * *"
+
+
+def config_with_every_job_at(root: Path, slot: str, daemon: str = "") -> str:
+    """The config with every job at ``slot`` and ``daemon`` added to its [daemon] table.
+
+    For two ``--once`` runs in a row: with the defaults (sync @hourly, the others @daily or @weekly),
+    a slot could fall between them and start jobs that the second run must not.
+    """
+    jobs = "".join(f'{job} = "{slot}"\n' for job in ("drill", "scrub", "sync", "forget", "maintain"))
+    # The shared config ends in its one [[sources]] table, which the source's schedule joins.
+    return config(root) + f'schedule = "{slot}"\n\n[daemon]\n{jobs}{daemon}'
+
+
 def test_once_runs_every_job_in_order_and_remembers_it(cli: CLI, tmp_path: Path) -> None:
+    slot = twelve_hours_away()
+    cli.write_config(config_with_every_job_at(tmp_path, slot))
     done = cli("daemon", "--once")
     assert done.returncode == 0, done.stderr
     log = done.stderr.decode().splitlines()
@@ -38,12 +57,12 @@ def test_once_runs_every_job_in_order_and_remembers_it(cli: CLI, tmp_path: Path)
     assert all(job["last_exit"] == 0 and job["last_success"] for job in ledger.values())
     assert len(list((tmp_path / "state" / "reports").glob("*.json"))) == 1
 
-    again = cli("daemon", "--once")  # nothing is due again before tomorrow
+    again = cli("daemon", "--once")  # nothing is due again before the slot, 11 hours away or more
     assert again.returncode == 0 and b"started" not in again.stderr
 
     status = json.loads(cli("status", "--json").stdout)
     jobs = {j["job"]: j for j in status["jobs"]}
-    assert jobs["drill"]["schedule"] == "0 0 * * *" and jobs["drill"]["last_exit"] == 0
+    assert jobs["drill"]["schedule"] == slot and jobs["drill"]["last_exit"] == 0
     assert jobs["sync"]["next_run"] > jobs["sync"]["last_run"]
     assert b"NEXT RUN" in cli("status").stdout
 
@@ -170,7 +189,8 @@ def test_the_webhook_hears_of_every_job_and_a_failed_one_is_retried(cli: CLI, tm
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         hook = f"http://127.0.0.1:{server.server_port}/ping/secret-token"
-        cli.write_config(config(tmp_path) + f'\n[daemon]\nwebhook = "{hook}"\nretry_delay = 0\n')
+        daemon = f'webhook = "{hook}"\nretry_delay = 0\n'
+        cli.write_config(config_with_every_job_at(tmp_path, twelve_hours_away(), daemon))
         (tmp_path / "data").rename(tmp_path / "gone")
         done = cli("daemon", "--once")
         assert done.returncode == 1

@@ -19,6 +19,7 @@ def test_a_job_that_never_ran_is_due_at_once() -> None:
 
 def test_cron_slots_and_aliases() -> None:
     daily = Schedule.parse("@daily")
+    assert daily.expression == "0 0 * * *"  # what `coldvault status` shows for the alias
     assert daily.next_after(T0, job="j") == datetime(2026, 11, 25, 0, 0, tzinfo=UTC)
     assert Schedule.parse("30 2 * * *").next_after(T0, job="j") == datetime(2026, 11, 25, 2, 30, tzinfo=UTC)
     assert Schedule.parse("@hourly").next_after(T0, job="j") == T0 + timedelta(hours=1)
