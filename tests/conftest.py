@@ -16,12 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from pydantic import TypeAdapter
 
 from coldvault import emulators
 from coldvault.config import Target, write_secret_file
 from coldvault.storage import direct_io
 from coldvault.storage.protocol import Store
+
+# Hypothesis fails any example slower than 200 ms by default, and on a loaded CI machine a fast one can
+# be: the properties are under test, not their speed.  Loaded here, before any test module is imported,
+# so that every @settings in the suite starts from it.
+settings.register_profile("no_deadline", deadline=None)
+settings.load_profile("no_deadline")
 
 
 @pytest.fixture(scope="session")

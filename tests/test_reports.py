@@ -7,7 +7,7 @@ import json
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from coldvault.errors import IntegrityError
@@ -131,7 +131,6 @@ json_values = st.recursive(
 )
 
 
-@settings(deadline=None)  # a loaded CI machine is slow; the property, not the speed, is under test
 @given(st.dictionaries(st.text(), json_values, max_size=6))
 def test_any_json_body_round_trips(body: dict) -> None:  # type: ignore[type-arg]
     report = sign_report(KEY, body, previous=None)
