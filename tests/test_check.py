@@ -69,13 +69,22 @@ def test_every_damaged_pack_is_named_in_pack_order_whatever_the_workers(
 
 
 class PackReadsAtOnce(ForwardingStore):
-    """Counts the pack reads in progress at once; each lingers a moment, so that overlaps show."""
+    """Counts the pack reads in progress at once; each lingers a moment, so that more overlaps than allowed show."""
 
     def __init__(self, inner: MemoryStore) -> None:
         super().__init__(inner)
         self._lock = threading.Lock()
         self._reading = 0
         self.most = 0
+        self._started_since_armed: int | None = None  # None: no read waits
+        self._second_started = threading.Event()
+
+    def first_read_waits_for_a_second(self) -> None:
+        """From now on, the first pack read goes on only once a second one has started, so that reads side by
+        side overlap however late the machine runs the other workers.  Reads one at a time never start a second
+        while the first waits: it gives up after 30 s, and ``most`` stays 1."""
+        with self._lock:
+            self._started_since_armed = 0
 
     def get(self, handle: Handle, *, offset: int = 0, length: int | None = None) -> bytes:
         if handle.kind not in PACK_KINDS.values():
@@ -83,7 +92,15 @@ class PackReadsAtOnce(ForwardingStore):
         with self._lock:
             self._reading += 1
             self.most = max(self.most, self._reading)
+            waits = False
+            if self._started_since_armed is not None:
+                self._started_since_armed += 1
+                waits = self._started_since_armed == 1
+                if self._started_since_armed == 2:
+                    self._second_started.set()
         try:
+            if waits:
+                self._second_started.wait(timeout=30)
             time.sleep(0.01)
             return super().get(handle, offset=offset, length=length)
         finally:
@@ -95,7 +112,13 @@ def test_packs_are_read_side_by_side_never_more_than_the_workers(backed_up: tupl
     store, repo = backed_up
     counting = PackReadsAtOnce(store)
     result = check(
-        reopened(counting, repo), read_fraction=1.0, progress=SilentProgress(), rng=random.Random(0), workers=3
+        reopened(counting, repo),
+        read_fraction=1.0,
+        progress=SilentProgress(),
+        rng=random.Random(0),
+        workers=3,
+        # Armed as the packs' reading starts: the structure checks before it read tree packs one at a time.
+        before_reading=lambda _: counting.first_read_waits_for_a_second(),
     )
     assert result.ok, result.errors
     assert result.packs_read == len(pack_handles(repo))

@@ -233,18 +233,27 @@ def test_the_retry_wrapper_uses_the_policy_it_is_given() -> None:
 
 
 def test_the_limit_bounds_requests_in_flight() -> None:
-    in_flight = peak = 0
+    in_flight = peak = started = 0
     lock = threading.Lock()
+    # The first three requests wait for each other, so that the limit is reached however the threads are
+    # scheduled; with a limit below three they never meet, the wait breaks after 30 s, and peak stays below.
+    first_three = threading.Barrier(3, timeout=30)
 
     class Slow(ForwardingStore):
         def get(self, h: Handle, *, offset: int = 0, length: int | None = None) -> bytes:
-            nonlocal in_flight, peak
+            nonlocal in_flight, peak, started
             with lock:
                 in_flight += 1
                 peak = max(peak, in_flight)
-            time.sleep(0.01)
-            with lock:
-                in_flight -= 1
+                started += 1
+                among_the_first_three = started <= 3
+            try:
+                if among_the_first_three:
+                    first_three.wait()
+                time.sleep(0.01)  # each lingers, so that a request beyond the limit would show
+            finally:
+                with lock:
+                    in_flight -= 1
             return super().get(h, offset=offset, length=length)
 
     memory = MemoryStore()
