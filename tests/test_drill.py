@@ -337,6 +337,8 @@ def test_the_rotation_reads_packs_side_by_side_and_names_damaged_ones_in_its_ord
     results = {}
     for workers in (1, 3):
         counting = PackReadsAtOnce(store)
+        if workers > 1:
+            counting.first_read_waits_for_a_second()  # side by side however late the other workers run
         alone = Repository.open(counting, recovery_key=repo.master_key)
         results[workers] = drill_target(
             "mem", alone, counting, [], 1, Sampling(), None, datetime.now(UTC), Coverage(1, {}, 1.0), report=print,
