@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from coldvault import __version__
-from coldvault.config import config_path, load_config
+from coldvault.config import config_path, read_config_file
 from coldvault.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ColdvaultError
 from coldvault.key_ahead import KeyAhead
 
@@ -190,13 +190,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "offline", None) is not None:
             return int(_resolve(args.offline)(args))
         path = config_path(args.config)
-        config = load_config(path)
+        raw = read_config_file(path)
         recovery_key_file = Path(args.recovery_key_file) if args.recovery_key_file else None
         key_ahead = None
         if recovery_key_file is None and args.command not in _KEYLESS_COMMANDS:
-            key_ahead = KeyAhead.start(config, target=getattr(args, "target", None))
+            key_ahead = KeyAhead.start(raw, target=getattr(args, "target", None))
         # Imported only now, while the key is derived (see coldvault.key_ahead).
+        from coldvault.config import validate_config
         from coldvault.session import Session
+
+        config = validate_config(raw, origin=str(path))
 
         handler = _resolve(args.handler)
         gc.freeze()  # see _GC_THRESHOLDS

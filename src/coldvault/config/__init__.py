@@ -1,19 +1,16 @@
-"""Configuration: the typed model, the TOML loader and secrets."""
+"""Configuration: the typed model, the TOML loader and secrets.
 
-from coldvault.config.loader import config_path, load_config, parse_config
-from coldvault.config.model import (
-    AzureTarget,
-    CloudTarget,
-    Config,
-    FormatConfig,
-    GcsTarget,
-    LocalTarget,
-    LockConfig,
-    RepositoryConfig,
-    S3Target,
-    Source,
-    Target,
-)
+The model and its loader import pydantic and build the model (~0.1 s): they are imported when one of
+their names is first asked for, so that what needs only a secret or the file's TOML (the head start
+on the key, coldvault.key_ahead) runs before them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from coldvault.config.file import config_path, read_config_file
 from coldvault.config.secret import (
     PASSPHRASE_ENV,
     Secret,
@@ -22,17 +19,63 @@ from coldvault.config.secret import (
     write_secret_file,
 )
 
+if TYPE_CHECKING:
+    from coldvault.config.loader import load_config, parse_config, validate_config
+    from coldvault.config.model import (
+        AzureTarget,
+        CloudTarget,
+        Config,
+        FormatConfig,
+        GcsTarget,
+        LocalTarget,
+        LockConfig,
+        RepositoryConfig,
+        S3Target,
+        Source,
+        Target,
+    )
+
+_MODULE_OF = {
+    **dict.fromkeys(("load_config", "parse_config", "validate_config"), "loader"),
+    **dict.fromkeys(
+        (
+            "AzureTarget",
+            "CloudTarget",
+            "Config",
+            "FormatConfig",
+            "GcsTarget",
+            "LocalTarget",
+            "LockConfig",
+            "RepositoryConfig",
+            "S3Target",
+            "Source",
+            "Target",
+        ),
+        "model",
+    ),
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # asked for once
+    return value
+
+
 __all__ = [
     "PASSPHRASE_ENV",
-    "Config",
-    "FormatConfig",
     "AzureTarget",
     "CloudTarget",
+    "Config",
+    "FormatConfig",
     "GcsTarget",
     "LocalTarget",
     "LockConfig",
-    "S3Target",
     "RepositoryConfig",
+    "S3Target",
     "Secret",
     "Source",
     "Target",
@@ -40,6 +83,8 @@ __all__ = [
     "configured_passphrase",
     "load_config",
     "parse_config",
+    "read_config_file",
     "read_secret_file",
+    "validate_config",
     "write_secret_file",
 ]

@@ -1,45 +1,27 @@
-"""Load and validate a TOML config file into the typed model, with one-line errors."""
+"""Validate a config file's TOML into the typed model, with one-line errors."""
 
 from __future__ import annotations
 
-import os
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from coldvault.config.file import parse_toml, read_config_file
 from coldvault.config.model import Config
-from coldvault.errors import ConfigError, UsageError
-
-CONFIG_ENV = "COLDVAULT_CONFIG"
-
-
-def config_path(given: str | None) -> Path:
-    """The config file: --config, else $COLDVAULT_CONFIG."""
-    path = given or os.environ.get(CONFIG_ENV)
-    if not path:
-        raise UsageError(f"no config file given; pass --config FILE or set {CONFIG_ENV}")
-    return Path(path)
+from coldvault.errors import ConfigError
 
 
 def load_config(path: Path) -> Config:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; pass --config FILE or set {CONFIG_ENV}") from None
-    except (PermissionError, IsADirectoryError) as exc:
-        raise ConfigError(f"config file {path} cannot be read ({exc.strerror}); check the path and its mode") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
-    return parse_config(text, origin=str(path))
+    return validate_config(read_config_file(path), origin=str(path))
 
 
 def parse_config(text: str, *, origin: str = "<config>") -> Config:
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{origin}: not valid TOML: {exc}; fix the syntax at that line") from None
+    return validate_config(parse_toml(text, origin=origin), origin=origin)
+
+
+def validate_config(raw: dict[str, Any], *, origin: str) -> Config:
+    """The model of a config file's TOML (see coldvault.config.file), or one line saying what is wrong."""
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:

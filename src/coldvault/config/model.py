@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from pathlib import Path
@@ -10,12 +9,12 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from coldvault.config.expand import expand_path, expand_vars
 from coldvault.config.schedule import Schedule
 from coldvault.errors import UsageError
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30}
 _SIZE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 DEFAULT_LOCK_DAYS = 30
@@ -36,26 +35,6 @@ def _parse_size(value: object) -> object:
             raise ValueError(f'expected a size such as 1048576, "512KiB" or "32MiB", got {value!r}')
         return int(match.group(1)) * _UNITS[match.group(2).lower()]
     return value
-
-
-def _expand_vars(value: object) -> object:
-    """Expand ${VAR}: ${CREDENTIALS_DIRECTORY} and ${STATE_DIRECTORY} under systemd, an emulator's port."""
-    if not isinstance(value, str):
-        return value
-
-    def substitute(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in os.environ:
-            raise ValueError(f"uses ${{{name}}}, which is not set in the environment")
-        return os.environ[name]
-
-    return _VAR.sub(substitute, value)
-
-
-def _expand_path(value: object) -> object:
-    """Expand ${VAR} and a leading ~."""
-    expanded = _expand_vars(value)
-    return os.path.expanduser(expanded) if isinstance(expanded, str) else expanded
 
 
 def _check_schedule(value: object) -> object:
@@ -90,7 +69,7 @@ def _split_command(value: object) -> object:
 
 
 Size = Annotated[int, BeforeValidator(_parse_size), Field(gt=0)]
-ExpandedPath = Annotated[Path, BeforeValidator(_expand_path)]
+ExpandedPath = Annotated[Path, BeforeValidator(expand_path)]
 Name = Annotated[str, Field(pattern=_NAME)]
 
 
@@ -174,7 +153,7 @@ class _CloudTarget(_Strict):
     STORAGE_CLASSES: ClassVar[frozenset[str]]  # where packs may go; set by each cloud
     name: Name
     prefix: str = ""
-    endpoint: Annotated[str | None, BeforeValidator(_expand_vars), Field(pattern=_ENDPOINT)] = None
+    endpoint: Annotated[str | None, BeforeValidator(expand_vars), Field(pattern=_ENDPOINT)] = None
     storage_class: str | None = None
     lock: Lock = LockConfig()
     credentials_file: ExpandedPath | None = None
