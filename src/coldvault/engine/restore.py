@@ -66,9 +66,9 @@ _READ_GAP = 256 << 10
 # Smaller files are buffered: a direct write waits for the device, which costs more than it saves
 # for a few pages.
 _LARGE_FROM = 1 << 20
-# Entries of the listing between two looks at what a forked child reported (see _Restorer.run): each
-# look is a system call (~3 µs), every entry made it 20 ms of a restore of the bench tree's 6,500;
-# this many small files take the main thread about 10 ms.
+# Entries of the listing between two looks at what a forked child reported (see _Restorer.run): a look
+# is a system call (~3 µs), which at every entry cost a restore of the bench tree (6,500 entries)
+# 20 ms; this many small files keep the main thread about 10 ms.
 _CHILD_POLL_EVERY = 64
 _AS_ROOT = os.geteuid() == 0
 _OPEN_FILES_DIR = "/proc/self/fd"
