@@ -125,6 +125,17 @@ def test_packs_are_read_side_by_side_never_more_than_the_workers(backed_up: tupl
     assert 1 < counting.most <= 3
 
 
+def test_every_pack_read_hands_its_memory_back(
+    backed_up: tuple[MemoryStore, Repository], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After each whole pack, not once at the end: the heaps grew while packs were read (see engine.heap).
+    given_back = []
+    monkeypatch.setattr(check_module, "give_back_freed_memory", lambda: given_back.append(1))
+    store, repo = backed_up
+    result = check(reopened(store, repo), read_fraction=1.0, progress=SilentProgress(), rng=random.Random(0), workers=2)
+    assert result.ok and len(given_back) == result.packs_read == len(pack_handles(repo))
+
+
 def test_a_sample_reads_only_its_share(backed_up: tuple[MemoryStore, Repository]) -> None:
     store, repo = backed_up
     result = check(

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from coldvault.engine.heap import give_back_freed_memory
 from coldvault.engine.pipeline import OrderedPipeline
 from coldvault.engine.progress import Progress
 from coldvault.errors import ColdvaultError, IntegrityError
@@ -189,6 +190,8 @@ def _pack_problem(repo: Repository, pack: PackRecord) -> ColdvaultError | None:
         read_pack(repo, pack)
     except ColdvaultError as exc:
         return exc
+    finally:
+        give_back_freed_memory()  # the pack's bytes, which the allocator would keep (see engine.heap)
     return None
 
 
