@@ -20,7 +20,8 @@ from hypothesis import settings
 from pydantic import TypeAdapter
 
 from coldvault import emulators
-from coldvault.config import Target, write_secret_file
+from coldvault.config import write_secret_file
+from coldvault.config.model import Target
 from coldvault.storage import direct_io
 from coldvault.storage.protocol import Store
 

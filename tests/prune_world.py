@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from coldvault.clock import FakeClock
-from coldvault.config import FormatConfig, Secret, Source
+from coldvault.config import Secret
+from coldvault.config.model import FormatConfig, Source
 from coldvault.engine.backup import BackupOptions, backup
 from coldvault.engine.check import check
 from coldvault.engine.lease import Lease

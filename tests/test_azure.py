@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from azure.storage.blob import ContainerClient
 
-from coldvault.config import AzureTarget
+from coldvault.config.model import AzureTarget
 from coldvault.emulators import AZURITE_ACCOUNT, AZURITE_KEY, Emulator, azurite_connection_string, free_port
 from coldvault.errors import (
     AlreadyExists,

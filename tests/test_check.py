@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from coldvault.config import FormatConfig, Secret, Source
+from coldvault.config import Secret
+from coldvault.config.model import FormatConfig, Source
 from coldvault.engine import check as check_module
 from coldvault.engine.backup import BackupOptions, backup
 from coldvault.engine.check import check

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from coldvault.config import load_config, parse_config
+from coldvault.config.loader import load_config, parse_config
 from coldvault.errors import ConfigError
 
 TARGET = '[[targets]]\nname = "t"\ntype = "local"\npath = "/srv/backup"\n'

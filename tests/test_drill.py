@@ -15,7 +15,8 @@ from test_check import PackReadsAtOnce
 from test_cli import CLI, basic_config
 from test_replication_cli import Outage, config
 
-from coldvault.config import FormatConfig, Secret, Source
+from coldvault.config import Secret
+from coldvault.config.model import FormatConfig, Source
 from coldvault.engine.backup import BackupOptions, backup
 from coldvault.engine.drill import Coverage, Sampling, choose_snapshots, drill_target
 from coldvault.engine.locks import LockPolicy

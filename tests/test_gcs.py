@@ -28,8 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from coldvault.config import GcsTarget
-from coldvault.config.model import GCS_STORAGE_CLASSES
+from coldvault.config.model import GCS_STORAGE_CLASSES, GcsTarget
 from coldvault.emulators import Emulator, free_port
 from coldvault.errors import (
     AlreadyExists,

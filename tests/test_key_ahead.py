@@ -14,7 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coldvault.config import FormatConfig, Secret, parse_config
+from coldvault.config import Secret
+from coldvault.config.loader import parse_config
+from coldvault.config.model import FormatConfig
 from coldvault.errors import WrongKey
 from coldvault.key_ahead import KeyAhead
 from coldvault.repo import keys

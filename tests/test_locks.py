@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from coldvault.clock import FakeClock
-from coldvault.config import FormatConfig, Secret, Source
+from coldvault.config import Secret
+from coldvault.config.model import FormatConfig, Source
 from coldvault.engine.backup import BackupOptions, backup
 from coldvault.engine.drill import Coverage, Sampling, drill_target
 from coldvault.engine.locks import LockPolicy, References, TargetLocks, maintain_target, required_locks

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from coldvault.config import FormatConfig, Secret, Source
+from coldvault.config import Secret
+from coldvault.config.model import FormatConfig, Source
 from coldvault.engine.backup import BackupOptions, backup
 from coldvault.engine.journal import Journal
 from coldvault.engine.progress import SilentProgress

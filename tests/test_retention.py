@@ -84,7 +84,7 @@ def test_a_policy_is_stable_and_always_keeps_the_newest(hours: list[int], policy
 
 
 def test_the_policy_comes_from_the_source_config() -> None:
-    from coldvault.config import parse_config
+    from coldvault.config.loader import parse_config
 
     config = parse_config(
         '[[targets]]\nname = "a"\ntype = "local"\npath = "/tmp/x"\n'

@@ -27,7 +27,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coldvault.config import FormatConfig, Secret, Source, parse_config
+from coldvault.config import Secret
+from coldvault.config.loader import parse_config
+from coldvault.config.model import FormatConfig, Source
 from coldvault.engine import backup as backup_module
 from coldvault.engine import restore as restore_module
 from coldvault.engine.backup import BackupOptions, backup

@@ -7,7 +7,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from coldvault.clock import FakeClock
-from coldvault.config import FormatConfig, Secret, Source
+from coldvault.config import Secret
+from coldvault.config.model import FormatConfig, Source
 from coldvault.engine.backup import BackupOptions, backup
 from coldvault.engine.progress import SilentProgress
 from coldvault.engine.restore import restore, select_nodes

@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from coldvault.config import FormatConfig, Secret
+from coldvault.config import Secret
+from coldvault.config.model import FormatConfig
 from coldvault.repo import writer as writer_module
 from coldvault.repo.blob import BlobKind
 from coldvault.repo.pack import PackBuilder

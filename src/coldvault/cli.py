@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if recovery_key_file is None and args.command not in _KEYLESS_COMMANDS:
             key_ahead = KeyAhead.start(raw, target=getattr(args, "target", None))
         # Imported only now, while the key is derived (see coldvault.key_ahead).
-        from coldvault.config import validate_config
+        from coldvault.config.loader import validate_config
         from coldvault.session import Session
 
         config = validate_config(raw, origin=str(path))

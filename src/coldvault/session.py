@@ -10,7 +10,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from coldvault.config import PASSPHRASE_ENV, Config, Secret, Target, configured_passphrase, read_secret_file
+from coldvault.config import PASSPHRASE_ENV, Secret, configured_passphrase, read_secret_file
+from coldvault.config.model import Config, Target
 from coldvault.engine.journal import Journal
 from coldvault.engine.replicas import Replicas
 from coldvault.engine.reports import ReportLog, create_signing_key, load_signing_key

@@ -30,7 +30,8 @@ from pathlib import Path
 
 from prometheus_client import start_http_server
 
-from coldvault.config import Config, load_config
+from coldvault.config.loader import load_config
+from coldvault.config.model import Config
 from coldvault.config.schedule import Schedule
 from coldvault.errors import ColdvaultError
 from coldvault.service.log import Log

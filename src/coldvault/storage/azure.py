@@ -48,8 +48,8 @@ from azure.storage.blob import (
     StandardBlobTier,
 )
 
-from coldvault.config import AzureTarget, Secret, read_secret_file
-from coldvault.config.model import AZURE_STORAGE_CLASSES
+from coldvault.config import Secret, read_secret_file
+from coldvault.config.model import AZURE_STORAGE_CLASSES, AzureTarget
 from coldvault.errors import (
     AlreadyExists,
     Archived,

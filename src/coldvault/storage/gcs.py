@@ -35,8 +35,8 @@ from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 from google.oauth2 import service_account
 
-from coldvault.config import GcsTarget, read_secret_file
-from coldvault.config.model import GCS_STORAGE_CLASSES
+from coldvault.config import read_secret_file
+from coldvault.config.model import GCS_STORAGE_CLASSES, GcsTarget
 from coldvault.errors import (
     AlreadyExists,
     ColdvaultError,

@@ -29,8 +29,8 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config as BotoConfig
 
-from coldvault.config import S3Target, read_secret_file
-from coldvault.config.model import S3_STORAGE_CLASSES
+from coldvault.config import read_secret_file
+from coldvault.config.model import S3_STORAGE_CLASSES, S3Target
 from coldvault.errors import (
     AlreadyExists,
     Archived,
