@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -344,3 +345,34 @@ def test_planted_junk_never_blocks_a_restore(initialised: CLI, tmp_path: Path, f
     assert (tmp_path / "out" / str(tmp_path / "data").lstrip("/") / "a.txt").exists()
     assert initialised("snapshots").returncode == 0
     assert initialised("check").returncode == 13
+
+
+def test_a_damaged_manifest_makes_latest_uncertain_rather_than_older(initialised: CLI, tmp_path: Path) -> None:
+    # The damaged manifest may be the newest snapshot: 'latest' must not quietly mean the one before it.
+    older = json.loads(initialised("snapshots", "--json", "--source", "files").stdout)[-1]["id"]
+    (tmp_path / "data" / "a.txt").write_text("newer\n")
+    assert initialised("backup", "--source", "files").returncode == 0
+    newest = json.loads(initialised("snapshots", "--json", "--source", "files").stdout)[-1]["id"]
+    manifest = tmp_path / "repo" / "snapshots" / newest
+    manifest.chmod(0o644)
+    data = bytearray(manifest.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    manifest.write_bytes(bytes(data))
+    shutil.rmtree(tmp_path / "state" / "coldvault")  # a new host after a disaster: no cached copy to fall back on
+
+    for selector in ("latest", newest, newest[:8]):
+        refused = initialised("restore", selector, str(tmp_path / "out"), "--source", "files")
+        assert refused.returncode == 13, (selector, refused.stderr)
+        message = refused.stderr.decode()
+        assert message.count("\n") == 1 and newest[:8] in message
+        assert ("may be newer" in message) == (selector == "latest")
+        assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+    by_id = initialised("restore", older, str(tmp_path / "older"), "--source", "files")
+    assert by_id.returncode == 0, by_id.stderr
+    assert (tmp_path / "older" / str(tmp_path / "data").lstrip("/") / "a.txt").read_text() == "hello\n" * 1000
+
+
+def test_a_selector_of_fewer_than_four_characters_is_refused_as_too_short(initialised: CLI, tmp_path: Path) -> None:
+    done = initialised("restore", "a", str(tmp_path / "out"))
+    assert done.returncode == 2 and b"too short" in done.stderr

@@ -22,7 +22,7 @@ from coldvault.engine.replicas import Replicas
 from coldvault.engine.restore import restore
 from coldvault.engine.staging import Staging
 from coldvault.engine.sync import scrub, survey, sync
-from coldvault.errors import AlreadyExists, IntegrityError, NotFound, TargetError
+from coldvault.errors import AlreadyExists, DamagedObject, IntegrityError, NotFound, TargetError
 from coldvault.repo.repository import Repository
 from coldvault.storage.faults import Faults, FaultyStore
 from coldvault.storage.handle import Handle, Kind, object_name
@@ -142,6 +142,21 @@ def test_reads_fall_over_to_the_next_target(tmp_path: Path) -> None:
     stores[0].faults = DOWN
     assert replicas.head(handle).size == len(data)
     assert names(replicas) == {handle.name}
+
+
+def test_a_damaged_copy_is_reported_only_where_a_good_one_was_read_instead(tmp_path: Path) -> None:
+    stores = targets(3)
+    handle, data = blob("read from the third")
+    stores[0].put(handle, b"rot")  # the bytes no longer match the name
+    stores[2].put(handle, data)
+    replicas = replicas_on(stores, tmp_path)
+    assert replicas.get(handle) == data
+    assert replicas.damaged == [f"the copy of {handle} on t0 is damaged (t2's was used)"]
+
+    alone = replicas_on(stores[:1], tmp_path / "alone")
+    with pytest.raises(DamagedObject, match="on t0"):
+        alone.get(handle)
+    assert alone.damaged == []  # nothing made up for it: the error says it all
 
 
 def test_deletes_where_the_object_exists_and_fails_only_if_it_exists_nowhere(tmp_path: Path) -> None:

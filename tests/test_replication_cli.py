@@ -204,5 +204,20 @@ def test_a_damaged_copy_on_the_first_target_is_stepped_over_and_reported(cli: CL
     check = cli("check", "--read-data")
     assert check.returncode == 13
     assert "damaged on one target but good on another" in check.stderr.decode()
+    report = check.stdout.decode()
+    assert "error: the copy of data/" in report and "no errors" not in report
     assert cli("scrub", "--read-data-subset", "100").returncode == 0
     assert cli("check", "--read-data").returncode == 0
+
+
+def test_check_says_which_targets_copies_it_did_not_read(cli: CLI, tmp_path: Path) -> None:
+    assert cli("backup").returncode == 0
+    for pack in [p for p in (tmp_path / "far" / "data").rglob("*") if p.is_file()]:
+        pack.chmod(0o644)
+        pack.write_bytes(b"rot" + pack.read_bytes()[3:])
+
+    check = cli("check", "--read-data", "--json")
+    assert check.returncode == 0, check.stderr  # near's copies are whole, and the only ones read
+    assert json.loads(check.stdout)["targets_not_read"] == ["far"]
+    assert "copies on far were not" in cli("check", "--read-data").stdout.decode()
+    assert cli("check", "--read-data", "--target", "far").returncode == 13

@@ -146,7 +146,7 @@ def cmd_snapshots(args: argparse.Namespace, session: Session) -> int:
 
 def cmd_ls(args: argparse.Namespace, session: Session) -> int:
     repo = session.open_repo(only=args.target)
-    snapshot = find_snapshot(_selectable(repo, args.snapshot), args.snapshot, source=args.source)
+    snapshot = _select(repo, args.snapshot, args.source)
     _warn_skipped(repo)
     nodes = select_nodes(repo.listing(snapshot), args.path)
     out = sys.stdout
@@ -161,7 +161,7 @@ def cmd_ls(args: argparse.Namespace, session: Session) -> int:
 def cmd_restore(args: argparse.Namespace, session: Session) -> int:
     replicas = session.connect(only=args.target)
     repo = session.unlock(replicas, cached=args.target is None)
-    snapshot = find_snapshot(_selectable(repo, args.snapshot), args.snapshot, source=args.source)
+    snapshot = _select(repo, args.snapshot, args.source)
     _ = repo.index  # load it now, so skipped index objects are reported before the restore starts
     _warn_skipped(repo)
     if args.stdout and args.dest:
@@ -181,18 +181,23 @@ def cmd_restore(args: argparse.Namespace, session: Session) -> int:
     return EXIT_PARTIAL if result.warnings else EXIT_OK
 
 
-def _selectable(repo: Repository, selector: str) -> list[Snapshot]:
+def _select(repo: Repository, selector: str, source: str | None) -> Snapshot:
     """A forgotten snapshot stays readable by its id until prune removes it: a way back from a
     retention policy that was too eager.  'latest' means the latest one kept."""
-    return repo.snapshots(forgotten=selector != "latest")
+    snapshots = repo.snapshots(forgotten=selector != "latest")
+    return find_snapshot(snapshots, selector, source=source, unreadable=repo.unreadable_snapshots)
 
 
 def _warn_replicas(replicas: Replicas) -> None:
     """What the other targets made up for: the command succeeded, but one provider's copy needs care."""
+    _warn_down(replicas)
+    for damage in dict.fromkeys(replicas.damaged):
+        print(f"warning: {damage}; run 'coldvault scrub' to repair it", file=sys.stderr)
+
+
+def _warn_down(replicas: Replicas) -> None:
     for reason in replicas.down.values():
         print(f"warning: a target was unreachable and the others served its part: {reason}", file=sys.stderr)
-    for damage in dict.fromkeys(replicas.damaged):
-        print(f"warning: {damage}; another target's copy was used; run 'coldvault scrub' to repair it", file=sys.stderr)
 
 
 def cmd_check(args: argparse.Namespace, session: Session) -> int:
@@ -211,35 +216,44 @@ def cmd_check(args: argparse.Namespace, session: Session) -> int:
             repo, packs, report=status_line(quiet=args.quiet), poll_interval=args.poll_interval
         ),
     )
+    # A copy damaged on one target and read from another is damage all the same: scrub repairs it.
+    damaged = [f"{damage}; run 'coldvault scrub' to repair it" for damage in dict.fromkeys(replicas.damaged)]
+    errors = result.errors + damaged
+    unread = [store.name for store in replicas.up()[1:]] if fraction > 0 else []
     if args.json:
         emit_json(
             {
-                "ok": result.ok,
-                "errors": result.errors,
+                "ok": not errors,
+                "errors": errors,
                 "warnings": result.warnings,
                 "snapshots": result.snapshots,
                 "packs": result.packs,
                 "packs_read": result.packs_read,
                 "bytes_read": result.bytes_read,
+                "targets_not_read": unread,
             }
         )
     else:
         for warning in result.warnings:
             print(f"warning: {warning}")
-        for error in result.errors:
+        for error in errors:
             print(f"error: {error}")
-        verdict = "no errors" if result.ok else f"{len(result.errors)} errors"
+        verdict = f"{len(errors)} errors" if errors else "no errors"
         print(
             f"checked {result.snapshots} snapshots, {result.packs} packs"
             f" ({result.packs_read} read, {format_size(result.bytes_read)}): {verdict}"
         )
-    _warn_replicas(replicas)
-    if not result.ok:
+        if unread:
+            print(
+                f"note: each pack was read from one target ({replicas.up()[0].name} first); the copies on"
+                f" {', '.join(unread)} were not: 'coldvault scrub' or 'check --target NAME' reads them"
+            )
+    _warn_down(replicas)
+    if result.errors:
         raise IntegrityError(f"check found {len(result.errors)} damaged or missing objects; see the errors above")
-    if replicas.damaged:
+    if damaged:
         raise IntegrityError(
-            f"{len(set(replicas.damaged))} copies are damaged on one target but good on another;"
-            " run 'coldvault scrub' to repair them"
+            f"{len(damaged)} copies are damaged on one target but good on another; run 'coldvault scrub' to repair them"
         )
     if replicas.down:
         raise TargetError(

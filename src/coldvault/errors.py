@@ -6,6 +6,8 @@
     ├── WrongKey                        exit 11  wrong passphrase / recovery key, no usable key slot
     ├── RepositoryError                 exit 12  repository missing, not initialised, or already initialised
     ├── IntegrityError                  exit 13  an object failed its hash, AEAD tag or format check
+    │   ├── DamagedObject               its bytes do not match its name
+    │   └── ForeignObject               intact, but not sealed by this repository as that kind of object
     ├── TargetError                     exit 14  a target is unreachable or refused the operation
     │   ├── NotFound
     │   ├── AlreadyExists
@@ -57,6 +59,15 @@ class RepositoryError(ColdvaultError):
 
 class IntegrityError(ColdvaultError):
     exit_code = 13
+
+
+class DamagedObject(IntegrityError):
+    """The stored bytes are not what was written under that name: rot, or tampering."""
+
+
+class ForeignObject(IntegrityError):
+    """The bytes match their name, so they are what was written, but this repository's key did not seal
+    them as that kind of object: planted by someone with write access, or another repository's."""
 
 
 class TargetError(ColdvaultError):

@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from coldvault.engine.journal import Journal
 from coldvault.engine.staging import Staging
-from coldvault.errors import AlreadyExists, Archived, IntegrityError, NotFound, TargetError
+from coldvault.errors import AlreadyExists, Archived, DamagedObject, IntegrityError, NotFound, TargetError
 from coldvault.storage.handle import Handle, Kind, object_name
 from coldvault.storage.protocol import BytesLike, Capabilities, ObjectInfo, PutMode, Store
 
@@ -48,7 +48,7 @@ class Replicas:
         self.journal = journal
         self.staging = staging
         self.down: dict[str, str] = {}  # target name → why it is out of this run
-        self.damaged: list[str] = []  # damaged copies that reads stepped over, for the user to hear of
+        self.damaged: list[str] = []  # damaged copies that reads stepped over to a good one, for the user to hear of
         self._pool = ThreadPoolExecutor(8 * len(stores), thread_name_prefix="coldvault-replica")
 
     @property
@@ -252,8 +252,7 @@ class Replicas:
     def _get_good(self, store: Store, handle: Handle) -> bytes:
         data = store.get(handle)
         if object_name(data) != handle.name:
-            self.damaged.append(f"the copy of {handle} on {store.name} is damaged")
-            raise IntegrityError(f"{handle} is corrupt on every target that holds it; run 'coldvault scrub'")
+            raise DamagedObject(f"{handle} is corrupt on {store.name}: its content does not match its name")
         return data
 
     def head(self, handle: Handle) -> ObjectInfo:
@@ -320,18 +319,26 @@ class Replicas:
 
     def _first(self, handle: Handle, action: Callable[[Store], T]) -> T:
         error: TargetError | IntegrityError | None = None
+        damaged: list[str] = []
         for store in self.up():
             try:
-                return action(store)
+                done = action(store)
             except NotFound:
                 continue
             except IntegrityError as exc:
                 error = error or exc  # a damaged copy: another target's may be good
+                damaged.append(store.name)
             except Archived as exc:
                 error = error or exc  # another target may hold a copy that is online
             except TargetError as exc:
                 self.mark_down(store, exc)
                 error = error or exc
+            else:
+                if damaged:
+                    self.damaged.append(
+                        f"the copy of {handle} on {' and '.join(damaged)} is damaged ({store.name}'s was used)"
+                    )
+                return done
         if error is not None:
             raise error
         if self.down:

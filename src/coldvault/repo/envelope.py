@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from coldvault.errors import IntegrityError
+from coldvault.errors import ForeignObject, IntegrityError
 from coldvault.repo.crypto import seal, unseal
 
 MAGIC = b"CVLT"
@@ -31,14 +31,20 @@ def wrap(key: bytes, kind: EnvelopeType, body: bytes) -> bytes:
 
 
 def unwrap(key: bytes, kind: EnvelopeType, data: bytes, *, what: str) -> bytes:
+    """The body; raises ForeignObject where ``data`` was not sealed by ``key`` as a ``kind`` object (for
+    an object whose bytes match its name, that proves it is not one of this repository's), and
+    IntegrityError where it may be one this coldvault cannot read (a newer format version)."""
     header = data[:6]
     if len(data) < 6 or header[:4] != MAGIC:
-        raise IntegrityError(f"{what} is not a coldvault object")
+        raise ForeignObject(f"{what} is not a coldvault object")
     if header[4] != VERSION:
         raise IntegrityError(f"{what} has format version {header[4]}; this coldvault reads version {VERSION}")
     if header[5] != kind:
-        raise IntegrityError(f"{what} is not a {kind.name.lower()} object")
-    return unseal(key, memoryview(data)[6:], header, what=what)
+        raise ForeignObject(f"{what} is not a {kind.name.lower()} object")
+    try:
+        return unseal(key, memoryview(data)[6:], header, what=what)
+    except IntegrityError as exc:
+        raise ForeignObject(str(exc)) from None
 
 
 def type_of(data: bytes) -> int | None:

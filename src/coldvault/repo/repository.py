@@ -28,7 +28,15 @@ from coldvault import __version__
 from coldvault.clock import Clock, system_clock
 from coldvault.config.model import FormatConfig
 from coldvault.config.secret import Secret
-from coldvault.errors import AlreadyExists, IntegrityError, NotFound, RepositoryError, UsageError, WrongKey
+from coldvault.errors import (
+    AlreadyExists,
+    ForeignObject,
+    IntegrityError,
+    NotFound,
+    RepositoryError,
+    UsageError,
+    WrongKey,
+)
 from coldvault.repo import envelope
 from coldvault.repo.blob import BlobKind, decode_blob
 from coldvault.repo.chunker import NORMALIZED_CHUNKING, ChunkerParams
@@ -87,6 +95,9 @@ class Repository:
         # Damaged or foreign objects skipped while reading. Anyone with write access can plant junk
         # that object lock then keeps for years, so one bad object must not stop every restore.
         self.skipped: list[str] = []
+        # Of those, snapshot manifests that may be genuine (damaged copies, a newer format): any one of
+        # them may be the newest, so 'latest' cannot be told (see engine.select).  Name -> why.
+        self.unreadable_snapshots: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"Repository({self.format.repository_id} on {self.store.name})"
@@ -223,7 +234,8 @@ class Repository:
         return IndexObject(name, decode_index(body, what=what), [])
 
     def snapshots(self, *, forgotten: bool = False) -> list[Snapshot]:
-        """Every readable snapshot, oldest first; damaged manifests are skipped and noted in ``skipped``.
+        """Every readable snapshot, oldest first; damaged manifests are skipped and noted in ``skipped``, and
+        those that may be genuine in ``unreadable_snapshots`` too.
 
         Forgotten snapshots are left out unless asked for: they stay stored until prune."""
         hidden = set() if forgotten else self.forgotten()
@@ -233,8 +245,11 @@ class Repository:
                 continue
             try:
                 found.append(self.read_snapshot(info.handle.name))
+            except ForeignObject as exc:  # planted, or another repository's: never one of ours
+                self.skipped.append(f"skipped {info.handle}: {exc}")
             except IntegrityError as exc:
                 self.skipped.append(f"skipped {info.handle}: {exc}")
+                self.unreadable_snapshots[info.handle.name] = str(exc)
         return sorted(found, key=lambda s: (s.time, s.id))
 
     def read_snapshot(self, name: str) -> Snapshot:

@@ -9,7 +9,7 @@ from enum import Enum
 
 import blake3
 
-from coldvault.errors import IntegrityError
+from coldvault.errors import DamagedObject
 
 _HEX_NAME = re.compile(r"^[0-9a-f]{64}$")
 _hash_threads = blake3.blake3.AUTO  # large objects are hashed on every core, by Rayon's pool of threads
@@ -32,7 +32,7 @@ def object_name(data: bytes | bytearray | memoryview) -> str:
 
 def verify_object(name: str, data: bytes | bytearray | memoryview, what: str) -> None:
     if object_name(data) != name:
-        raise IntegrityError(f"{what} is corrupt: its content does not match its name")
+        raise DamagedObject(f"{what} is corrupt: its content does not match its name")
 
 
 class Kind(Enum):
