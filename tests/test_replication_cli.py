@@ -221,3 +221,26 @@ def test_check_says_which_targets_copies_it_did_not_read(cli: CLI, tmp_path: Pat
     assert json.loads(check.stdout)["targets_not_read"] == ["far"]
     assert "copies on far were not" in cli("check", "--read-data").stdout.decode()
     assert cli("check", "--read-data", "--target", "far").returncode == 13
+
+
+def test_targets_holding_different_repositories_are_refused_before_anything_is_written(
+    cli: CLI, tmp_path: Path
+) -> None:
+    (tmp_path / "other").mkdir()
+    other = CLI(tmp_path / "other")
+    other.write_config(config(tmp_path / "other"))
+    assert other("init").returncode == 0  # a repository of its own at other/near
+    shutil.rmtree(tmp_path / "far")
+    (tmp_path / "other" / "near").rename(tmp_path / "far")  # the config's far now points at it
+    before = {root: files(tmp_path / root) for root in ("near", "far")}
+
+    for command in (["backup"], ["snapshots"], ["sync"]):
+        refused = cli(*command)
+        assert refused.returncode == 12, (command, refused.stderr)
+        message = refused.stderr.decode()
+        assert message.count("\n") == 1 and "'near' and 'far' hold different repositories" in message
+    assert {root: files(tmp_path / root) for root in ("near", "far")} == before
+
+    shutil.rmtree(tmp_path / "far")  # an empty location: a new target, which the backup fills
+    assert cli("backup").returncode == 0
+    assert packs(tmp_path / "far") == packs(tmp_path / "near") != set()

@@ -76,6 +76,8 @@ class Session:
                     check_target(target, store)
                 except TargetError as exc:
                     replicas.mark_down(store, exc)
+        replicas.require_one_repository()
+        if writing:
             replicas.require_quorum()
         return replicas
 

@@ -22,7 +22,16 @@ from typing import TypeVar
 
 from coldvault.engine.journal import Journal
 from coldvault.engine.staging import Staging
-from coldvault.errors import AlreadyExists, Archived, DamagedObject, IntegrityError, NotFound, TargetError
+from coldvault.errors import (
+    AlreadyExists,
+    Archived,
+    DamagedObject,
+    IntegrityError,
+    NotFound,
+    RepositoryError,
+    TargetError,
+)
+from coldvault.repo.unlock import held_repository_id
 from coldvault.storage.handle import Handle, Kind, object_name
 from coldvault.storage.protocol import BytesLike, Capabilities, ObjectInfo, PutMode, Store
 
@@ -78,6 +87,36 @@ class Replicas:
         """Fail before any work when too few targets are reachable to complete a backup."""
         if len(self.up()) < self.min_targets:
             raise TargetError(self._quorum_message(len(self.up()), "reachable"))
+
+    def require_one_repository(self) -> None:
+        """Refuse targets that hold different repositories (a config pointing a target at the wrong
+        place): writing one's objects into the other would mix them, and reads would meet the other's
+        objects as damage.  A target that holds no repository yet is new, and sync fills it; one that
+        cannot be reached is marked down."""
+        stores = self.up()
+        if len(stores) < 2:
+            return
+        held: dict[str, str] = {}  # target name -> repository id
+
+        def look(store: Store) -> None:
+            try:
+                repository_id = held_repository_id(store)
+            except TargetError as exc:
+                self.mark_down(store, exc)
+                return
+            except IntegrityError:
+                return  # a damaged config: another target's is read instead, and scrub repairs it
+            if repository_id is not None:
+                held[store.name] = repository_id
+
+        list(self._pool.map(look, stores))
+        if len(set(held.values())) > 1:
+            (first, first_id), *_ = held.items()
+            other, other_id = next((name, rid) for name, rid in held.items() if rid != first_id)
+            raise RepositoryError(
+                f"targets {first!r} and {other!r} hold different repositories ({first_id[:8]} and {other_id[:8]});"
+                " point every target of this config at the same repository, or a new one at an empty location"
+            )
 
     # ---- writing -------------------------------------------------------------------------
 

@@ -30,13 +30,26 @@ def read_config_header(store: Store) -> tuple[str, bytes]:
         raise RepositoryError(
             f"target {store.name!r} holds no coldvault repository; run 'coldvault init' or fix the target in the config"
         ) from None
+    return _parse_config_header(data, store.name)
+
+
+def held_repository_id(store: Store) -> str | None:
+    """The id of the repository on ``store``, or None where it holds none yet (a new target)."""
+    try:
+        data = store.get(CONFIG)
+    except NotFound:
+        return None
+    return _parse_config_header(data, store.name)[0]
+
+
+def _parse_config_header(data: bytes, target: str) -> tuple[str, bytes]:
     try:
         doc = json.loads(data)
         if not isinstance(doc, dict) or doc.get("format") != "coldvault":
             raise ValueError("format")
         if doc["version"] != FORMAT_VERSION:
             raise RepositoryError(
-                f"target {store.name!r} has repository format {doc['version']!r}; this coldvault reads {FORMAT_VERSION}"
+                f"target {target!r} has repository format {doc['version']!r}; this coldvault reads {FORMAT_VERSION}"
             )
         repository_id = doc["repository_id"]
         if not isinstance(repository_id, str) or len(bytes.fromhex(repository_id)) != 16:
@@ -45,7 +58,7 @@ def read_config_header(store: Store) -> tuple[str, bytes]:
     except RepositoryError:
         raise
     except (ValueError, KeyError, TypeError):
-        raise IntegrityError(f"the repository config on target {store.name!r} is corrupt") from None
+        raise IntegrityError(f"the repository config on target {target!r} is corrupt") from None
 
 
 def first_key_slot(store: Store) -> KeySlot | None:
