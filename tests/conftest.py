@@ -89,7 +89,9 @@ def make_s3_bucket(server: emulators.Emulator, name: str, region: str, target: s
     """A bucket with Object Lock (hence versioning), and a credentials file as OPERATIONS.md shows."""
 
     credentials = tmp_path / f"aws-{target}.json"
-    write_secret_file(credentials, b'{"access_key_id": "AKIATEST", "secret_access_key": "test-secret"}')
+    write_secret_file(
+        credentials, b'{"access_key_id": "AKIATEST", "secret_access_key": "test-secret"}', what="S3 credentials"
+    )
     emulators.create_s3_bucket(server.endpoint, name, region)
     client = raw_s3_client(server.endpoint, region)
     settings = {
@@ -136,7 +138,7 @@ def azure_container(azurite_server: emulators.Emulator, bucket_name: str, tmp_pa
 
     connection = emulators.azurite_connection_string(azurite_server.endpoint)
     credentials = tmp_path / "azure.conn"
-    write_secret_file(credentials, connection.encode())
+    write_secret_file(credentials, connection.encode(), what="Azure credentials")
     emulators.create_azure_container(azurite_server.endpoint, bucket_name)
     container = BlobServiceClient.from_connection_string(connection).get_container_client(bucket_name)
     target = {

@@ -376,3 +376,27 @@ def test_a_damaged_manifest_makes_latest_uncertain_rather_than_older(initialised
 def test_a_selector_of_fewer_than_four_characters_is_refused_as_too_short(initialised: CLI, tmp_path: Path) -> None:
     done = initialised("restore", "a", str(tmp_path / "out"))
     assert done.returncode == 2 and b"too short" in done.stderr
+
+
+def test_key_export_refuses_an_output_it_cannot_create_in_one_line(initialised: CLI, tmp_path: Path) -> None:
+    existing = tmp_path / "kept.txt"
+    existing.write_text("mine")
+    for output, expected in (
+        (existing, b"already"),
+        (tmp_path / "no-such-dir" / "rk.txt", b"directory does not exist"),
+        (tmp_path, b"is a directory already"),
+    ):
+        refused = initialised("key", "export", "--output", str(output))
+        assert refused.returncode == 16, refused.stderr
+        assert refused.stderr.count(b"\n") == 1 and expected in refused.stderr
+    assert existing.read_text() == "mine"
+
+
+def test_a_missing_file_named_by_an_option_is_a_usage_error_naming_the_option(
+    initialised: CLI, tmp_path: Path
+) -> None:
+    missing = str(tmp_path / "nowhere.txt")
+    refused = initialised("snapshots", "--recovery-key-file", missing, passphrase=None)
+    assert refused.returncode == 2 and b"--recovery-key-file" in refused.stderr and b"config" not in refused.stderr
+    refused = initialised("key", "add", "--new-passphrase-file", missing)
+    assert refused.returncode == 2 and b"--new-passphrase-file" in refused.stderr

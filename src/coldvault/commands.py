@@ -341,7 +341,7 @@ def cmd_key(args: argparse.Namespace, session: Session) -> int:
     elif args.key_command == "export":
         text = encode_recovery_key(repo.master_key)
         if args.output:
-            write_secret_file(Path(args.output), (text + "\n").encode())
+            write_secret_file(Path(args.output), (text + "\n").encode(), what="recovery key")
             print(
                 f"wrote the recovery key to {args.output} (mode 0600); print it, store it offline, then delete the file"
             )

@@ -101,8 +101,12 @@ def start_clouds(stack: contextlib.ExitStack, secrets_dir: Path) -> dict[str, st
     emulators.create_gcs_bucket(gcs.endpoint, "coldvault-demo")
     emulators.create_azure_container(azure.endpoint, "coldvault-demo")
     keys = {"access_key_id": emulators.MOTO_ACCESS_KEY, "secret_access_key": emulators.MOTO_SECRET_KEY}
-    write_secret_file(secrets_dir / "aws.json", json.dumps(keys).encode())
-    write_secret_file(secrets_dir / "azure.conn", emulators.azurite_connection_string(azure.endpoint).encode())
+    write_secret_file(secrets_dir / "aws.json", json.dumps(keys).encode(), what="S3 credentials")
+    write_secret_file(
+        secrets_dir / "azure.conn",
+        emulators.azurite_connection_string(azure.endpoint).encode(),
+        what="Azure credentials",
+    )
     return {"COLDVAULT_DEMO_S3": s3.endpoint, "COLDVAULT_DEMO_GCS": gcs.endpoint}
 
 
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(os.environ.get("COLDVAULT_DEMO_OUT", ROOT / "demo-out"))  # the tests point it elsewhere
     shutil.rmtree(out, ignore_errors=True)
     (out / "secrets").mkdir(parents=True)
-    write_secret_file(out / "secrets" / "passphrase", secrets.token_urlsafe(24).encode())
+    write_secret_file(out / "secrets" / "passphrase", secrets.token_urlsafe(24).encode(), what="passphrase")
     www = out / "sample" / "www"
     build_sample(www)
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLDVAULT_")}

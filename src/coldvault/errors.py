@@ -16,7 +16,7 @@
     │   ├── Transient                   retryable; may carry retry_after seconds
     │   └── PermissionDenied
     ├── SourceError                     exit 15  a backup source cannot be read (command failed, path missing)
-    └── DestinationError                exit 16  a restore cannot write its destination (full, read-only)
+    └── DestinationError                exit 16  a restore or a new output file cannot be written (full, read-only)
 
 Exit codes that are not errors: 0 success, 3 a backup committed its snapshot
 but skipped files it could not read, or a restore skipped entries it cannot

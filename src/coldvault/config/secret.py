@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from coldvault.errors import ConfigError
+from coldvault.errors import ConfigError, DestinationError, UsageError
 
 PASSPHRASE_ENV = "COLDVAULT_PASSPHRASE"
 
@@ -37,19 +37,22 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
-def read_secret_file(path: Path, *, what: str) -> Secret:
-    """Read a secret from a file (a systemd credential, typically), without its trailing newline."""
+def read_secret_file(path: Path, *, what: str, option: str | None = None) -> Secret:
+    """Read a secret from a file (a systemd credential, typically), without its trailing newline.
+    ``option``: the command-line option that named the file, where the config did not."""
+    error = ConfigError if option is None else UsageError
+    named_by = "the path in the config" if option is None else f"the path given to {option}"
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{what} file {path} does not exist; create it or fix the path in the config") from None
+        raise error(f"{what} file {path} does not exist; create it or fix {named_by}") from None
     except PermissionError:
-        raise ConfigError(f"{what} file {path} is not readable by this user; fix its owner or mode") from None
+        raise error(f"{what} file {path} is not readable by this user; fix its owner or mode") from None
     except IsADirectoryError:
-        raise ConfigError(f"{what} file {path} is a directory; point the config at the file inside it") from None
+        raise error(f"{what} file {path} is a directory; fix {named_by} to name the file inside it") from None
     value = data.rstrip(b"\r\n")
     if not value:
-        raise ConfigError(f"{what} file {path} is empty; write the secret into it")
+        raise error(f"{what} file {path} is empty; write the secret into it")
     return Secret(value)
 
 
@@ -61,8 +64,20 @@ def configured_passphrase(passphrase_file: Path | None) -> Secret | None:
     return Secret(from_env.encode()) if from_env else None
 
 
-def write_secret_file(path: Path, data: bytes) -> None:
+def write_secret_file(path: Path, data: bytes, *, what: str) -> None:
     """Create a new secret file readable by its owner only (mode 0600); never overwrite one."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    except FileExistsError:
+        kind = "a directory" if path.is_dir() else "a file"
+        raise DestinationError(f"{path} is {kind} already; name a new file for the {what}") from None
+    except FileNotFoundError:
+        raise DestinationError(f"cannot create {path}: its directory does not exist; create it first") from None
+    except OSError as exc:
+        raise DestinationError(f"cannot create {path} for the {what}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        path.unlink(missing_ok=True)  # never leave half a secret behind
+        raise DestinationError(f"cannot write {path}: {exc.strerror}; nothing was kept") from None

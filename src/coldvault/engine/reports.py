@@ -46,7 +46,7 @@ def create_signing_key(path: Path) -> Ed25519PrivateKey:
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    write_secret_file(path, pem)
+    write_secret_file(path, pem, what="drill signing key")
     return key
 
 
