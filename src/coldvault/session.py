@@ -124,7 +124,7 @@ class Session:
     def new_passphrase(self, file: str | None) -> Secret:
         """A passphrase for a new key slot: --new-passphrase-file, $COLDVAULT_NEW_PASSPHRASE, or a prompt."""
         if file:
-            return read_secret_file(Path(file), what="new passphrase")
+            return read_secret_file(Path(file), what="new passphrase", option="--new-passphrase-file")
         from_env = os.environ.get(NEW_PASSPHRASE_ENV)
         if from_env:
             return Secret(from_env.encode())
@@ -134,7 +134,7 @@ class Session:
 
     def recovery_key(self) -> Secret:
         assert self.recovery_key_file is not None
-        text = read_secret_file(self.recovery_key_file, what="recovery key").reveal()
+        text = read_secret_file(self.recovery_key_file, what="recovery key", option="--recovery-key-file").reveal()
         try:
             return decode_recovery_key(text.decode("ascii"))
         except UnicodeDecodeError:
