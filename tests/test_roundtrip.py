@@ -1561,3 +1561,25 @@ def test_a_reader_waiting_for_a_segment_after_entries_without_data_gets_one(tmp_
     snapshot = backup(repo, tree_source(unique("segments"), src), options, SilentProgress()).snapshot
     run_restore(repo, snapshot, tmp_path / "dest")
     assert state(under(tmp_path / "dest", src)) == state(src)
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="device files are backed up here only as root")
+def test_root_without_cap_mknod_skips_devices_with_a_warning(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    os.mknod(src / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    (src / "file").write_text("kept")
+    snapshot = run_backup(repo, tree_source("devices", src))
+
+    def refused(*_: object, **__: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    # A capability cannot be dropped for one test inside the test process: mknod fails as it does
+    # for root in a container without CAP_MKNOD.
+    monkeypatch.setattr(os, "mknod", refused)
+    result = run_restore(repo, snapshot, tmp_path / "dest")
+    assert result.warnings == [f"{str(src).lstrip('/')}/null: device files need the CAP_MKNOD capability; skipped"]
+    assert (under(tmp_path / "dest", src) / "file").read_text() == "kept"
+    assert not (under(tmp_path / "dest", src) / "null").exists()

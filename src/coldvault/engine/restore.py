@@ -610,7 +610,11 @@ class _Restorer:
                 self.warn(f"{os.fsdecode(node.path)}: device files restore only as root; skipped")
                 return
             kind = stat.S_IFCHR if node.type == CHARDEV else stat.S_IFBLK
-            os.mknod(name, node.mode | kind, node.rdev, dir_fd=parent)
+            try:
+                os.mknod(name, node.mode | kind, node.rdev, dir_fd=parent)
+            except PermissionError:  # root without CAP_MKNOD: a container, a hardened unit
+                self.warn(f"{os.fsdecode(node.path)}: device files need the CAP_MKNOD capability; skipped")
+                return
             self._apply_metadata_at(node, parent, name)
         elif node.type == SOCKET:
             self.warn(f"{os.fsdecode(node.path)}: sockets cannot be restored; skipped")
