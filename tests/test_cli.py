@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -392,11 +393,25 @@ def test_key_export_refuses_an_output_it_cannot_create_in_one_line(initialised: 
     assert existing.read_text() == "mine"
 
 
-def test_a_missing_file_named_by_an_option_is_a_usage_error_naming_the_option(
-    initialised: CLI, tmp_path: Path
-) -> None:
+def test_a_missing_file_named_by_an_option_is_a_usage_error_naming_the_option(initialised: CLI, tmp_path: Path) -> None:
     missing = str(tmp_path / "nowhere.txt")
     refused = initialised("snapshots", "--recovery-key-file", missing, passphrase=None)
     assert refused.returncode == 2 and b"--recovery-key-file" in refused.stderr and b"config" not in refused.stderr
     refused = initialised("key", "add", "--new-passphrase-file", missing)
     assert refused.returncode == 2 and b"--new-passphrase-file" in refused.stderr
+
+
+def test_ls_json_gives_back_every_name_byte_for_byte_and_the_mtime_to_the_nanosecond(cli: CLI, tmp_path: Path) -> None:
+    data = os.fsencode(tmp_path / "data")
+    odd = data + b"/bad\xff\xfename"
+    with open(odd, "wb") as f:
+        f.write(b"x")
+    os.symlink(b"to-\xfe", data + b"/odd-link")
+    os.utime(odd, ns=(1, 1_700_000_000_123_456_789))
+    assert cli("init").returncode == 0 and cli("backup", "--source", "files").returncode == 0
+
+    entries = [json.loads(line) for line in cli("ls", "latest", "--source", "files", "--json").stdout.splitlines()]
+    by_name = {e.get("path", "").encode() or base64.b64decode(e["path_b64"]): e for e in entries}
+    assert by_name[odd]["mtime_ns"] == 1_700_000_000_123_456_789 and "path" not in by_name[odd]
+    assert base64.b64decode(by_name[data + b"/odd-link"]["target_b64"]) == b"to-\xfe"
+    assert by_name[data + b"/a.txt"]["path"] == os.fsdecode(data) + "/a.txt"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
-import os
 import random
 import stat
 import sys
@@ -380,18 +380,28 @@ def _snapshot_doc(s: Snapshot) -> dict[str, object]:
 
 def _node_doc(node: Node) -> dict[str, object]:
     doc: dict[str, object] = {
-        "path": "/" + os.fsdecode(node.path),
         "type": node.type,
         "mode": f"{node.mode:04o}",
         "uid": node.uid,
         "gid": node.gid,
         "mtime": datetime.fromtimestamp(node.mtime_ns / 1e9, UTC).isoformat(),
+        "mtime_ns": node.mtime_ns,  # the ISO time stops at microseconds
     }
+    _put_name(doc, "path", b"/" + node.path)
     if node.type == FILE:
         doc["size"] = node.size
     if node.type == SYMLINK:
-        doc["target"] = os.fsdecode(node.target or b"")
+        _put_name(doc, "target", node.target or b"")
     return doc
+
+
+def _put_name(doc: dict[str, object], key: str, name: bytes) -> None:
+    """A name that is UTF-8 as a string under ``key``, any other bytes as base64 under ``key``_b64, as the
+    listing stores them (docs/FORMAT.md): JSON readers would turn escaped surrogates into U+FFFD."""
+    try:
+        doc[key] = name.decode("utf-8")
+    except UnicodeDecodeError:
+        doc[f"{key}_b64"] = base64.b64encode(name).decode("ascii")
 
 
 def _node_line(node: Node) -> str:
