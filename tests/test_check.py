@@ -157,3 +157,20 @@ def test_large_packs_are_read_fewer_at_a_time(
     )
     assert result.ok and result.packs_read == len(pack_handles(repo))
     assert counting.most == 1
+
+
+def test_a_damaged_index_object_is_named_once_and_blamed_for_the_packs_it_leaves_unindexed(
+    backed_up: tuple[MemoryStore, Repository],
+) -> None:
+    store, repo = backed_up
+    handle = next(info.handle for info in store.list(Kind.INDEX))
+    store.corrupt(handle, position=len(store.get(handle)) // 2)
+    try:
+        result = check(
+            reopened(store, repo), read_fraction=0, progress=SilentProgress(), rng=random.Random(0), workers=1
+        )
+    finally:
+        store.corrupt(handle, position=len(store.get(handle)) // 2)  # flip it back
+    index_errors = [error for error in result.errors if handle.name[:12] in error]
+    assert len(index_errors) == 1 and index_errors[0].count(handle.name[:12]) == 1, result.errors
+    assert any("damaged" in warning and "not in any readable index" in warning for warning in result.warnings)

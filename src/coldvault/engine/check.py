@@ -54,8 +54,9 @@ def check(
     result = CheckResult()
     progress.start("check structure")
     _check_key_slots(repo, result)
+    errors_before = len(result.errors)
     index = _load_index(repo, result)
-    stored = _check_packs_listed(repo, index, result)
+    stored = _check_packs_listed(repo, index, result, index_damaged=len(result.errors) > errors_before)
     _check_snapshots(repo, index, result)
     progress.finish()
     if read_fraction > 0:
@@ -90,11 +91,18 @@ def _load_index(repo: Repository, result: CheckResult) -> Index:
         try:
             objects.append(repo.read_index_object(info.handle.name))
         except ColdvaultError as exc:
-            result.errors.append(f"{info.handle}: {exc}")
+            result.errors.append(_naming(info.handle, exc))
     return build_index(objects)
 
 
-def _check_packs_listed(repo: Repository, index: Index, result: CheckResult) -> set[str]:
+def _naming(handle: Handle, problem: ColdvaultError) -> str:
+    """The problem, led by the object it concerns unless its message names it already (in full, or by
+    the first 12 characters of its name, as readers do)."""
+    message = str(problem)
+    return message if handle.name[:12] in message else f"{handle}: {message}"
+
+
+def _check_packs_listed(repo: Repository, index: Index, result: CheckResult, *, index_damaged: bool) -> set[str]:
     """Every indexed pack must be stored with its indexed size; returns the names that are."""
     stored: dict[str, int] = {}
     for kind in PACK_KINDS.values():
@@ -112,7 +120,8 @@ def _check_packs_listed(repo: Repository, index: Index, result: CheckResult) -> 
             ok.add(pack.name)
     unindexed = set(stored) - {p.name for p in index.packs()}
     if unindexed:
-        result.warnings.append(f"{len(unindexed)} packs are not in any index (left by an interrupted backup)")
+        why = "an index object is damaged (above)" if index_damaged else "left by an interrupted backup"
+        result.warnings.append(f"{len(unindexed)} packs are not in any readable index ({why})")
     return ok
 
 
@@ -149,8 +158,7 @@ def _read_packs(
             result.packs_read += 1
             result.bytes_read += pack.length
         else:
-            handle, message = str(Handle(PACK_KINDS[pack.kind], pack.name)), str(problem)
-            result.errors.append(message if handle in message else f"{handle}: {message}")
+            result.errors.append(_naming(Handle(PACK_KINDS[pack.kind], pack.name), problem))
         progress.advance(pack.length)
 
     verify_packs(repo, packs, workers=workers, take=record)
