@@ -181,6 +181,7 @@ def test_corrupt_pack_never_restores_silently(initialised: CLI, tmp_path: Path) 
         ("no-passphrase", ["snapshots"], 10, b"COLDVAULT_PASSPHRASE"),
         ("target-is-a-file", ["init"], 14, b"is not a directory"),
         ("ok", ["restore", "latest", "/dev/null/below-a-file", "--source", "files"], 16, b"cannot restore"),
+        ("ok", ["restore", "latest", "/dev/null", "--source", "files"], 16, b"/dev/null: it is not a directory"),
     ],
 )
 def test_user_errors_are_one_line_with_their_exit_code(
@@ -415,3 +416,9 @@ def test_ls_json_gives_back_every_name_byte_for_byte_and_the_mtime_to_the_nanose
     assert by_name[odd]["mtime_ns"] == 1_700_000_000_123_456_789 and "path" not in by_name[odd]
     assert base64.b64decode(by_name[data + b"/odd-link"]["target_b64"]) == b"to-\xfe"
     assert by_name[data + b"/a.txt"]["path"] == os.fsdecode(data) + "/a.txt"
+
+
+def test_a_restore_path_that_matches_nothing_leaves_no_destination_behind(initialised: CLI, tmp_path: Path) -> None:
+    refused = initialised("restore", "latest", str(tmp_path / "out"), "--source", "files", "--path", "/no/such")
+    assert refused.returncode == 2 and b"not in this snapshot" in refused.stderr
+    assert not (tmp_path / "out").exists()

@@ -17,6 +17,7 @@ written.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import itertools
@@ -747,6 +748,10 @@ def _apply_metadata(node: Node, fd: int) -> None:
 def restore(
     repo: Repository, snapshot: Snapshot, dest: Path, *, path: str | None, workers: int, progress: Progress
 ) -> RestoreResult:
+    if path:  # a path that matches nothing is refused before the destination is made
+        collections.deque(select_nodes(repo.listing(snapshot), path), maxlen=0)
+    if dest.exists() and not dest.is_dir():
+        raise DestinationError(f"cannot restore into {dest}: it is not a directory; name a directory (made if missing)")
     progress.start(f"restore {snapshot.id[:8]}", snapshot.summary.get("bytes"))
     forks = workers > 1 and may_fork() and _child_can_read(repo.store)
     with _destination_errors(b""):
