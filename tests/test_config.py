@@ -25,6 +25,7 @@ TARGET = '[[targets]]\nname = "t"\ntype = "local"\npath = "/srv/backup"\n'
         ("[prune]\nrepack_unused = 1.5\n", "prune.repack_unused"),
         ('[prune]\nrepack_limit = "lots"\n', "prune.repack_limit"),
         ("[prune]\nsafety_margin = 5\n", "prune.safety_margin"),
+        ('[[sources]]\nname = "home"\npaths = ["/srv", "relsrc"]\n', "'relsrc' is relative"),
     ],
 )
 def test_mistakes_are_one_line_naming_the_key(extra: str, needle: str) -> None:

@@ -235,6 +235,9 @@ class Source(_Strict):
         if self.paths is not None:
             if not self.paths:
                 raise ValueError("'paths' must name at least one path")
+            relative = [str(path) for path in self.paths if not path.is_absolute()]
+            if relative:  # it would mean wherever coldvault was started: / for the service
+                raise ValueError(f"'paths' must be absolute: {relative[0]!r} is relative; write it from / (or ~)")
             if self.filename is not None:
                 raise ValueError("'filename' applies only to command sources")
         if self.command is not None:
