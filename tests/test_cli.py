@@ -232,6 +232,9 @@ def test_recovery_key_restores_access_without_any_slot_passphrase(initialised: C
     assert cli("key", "remove", old[:10]).returncode == 2  # the slot in use is kept
     assert cli("key", "remove", old[:10], passphrase="a new passphrase").returncode == 0
     assert cli("snapshots").returncode == 11
+    last = json.loads(cli("key", "list", "--json", passphrase="a new passphrase").stdout)[0]["id"]
+    refused = cli("key", "remove", last[:10], "--recovery-key-file", str(recovery), passphrase=None)
+    assert refused.returncode == 2 and b"last key slot" in refused.stderr
 
     mistyped = recovery.read_text().replace("-", "-X", 1)
     recovery.chmod(0o600)

@@ -192,6 +192,8 @@ class Repository:
             )
         if matches[0] == self._slot:
             raise UsageError("refusing to remove the key slot in use; use 'coldvault key passwd' to replace it")
+        if len(names) == 1:  # opened with the recovery key: no passphrase would open the repository
+            raise UsageError("refusing to remove the last key slot; add another first ('coldvault key add')")
         self.store.delete(Handle(Kind.KEY, matches[0]))
 
     def replace_current_key(self, passphrase: Secret, label: str) -> tuple[str, str]:
