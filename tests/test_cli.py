@@ -177,6 +177,8 @@ def test_corrupt_pack_never_restores_silently(initialised: CLI, tmp_path: Path) 
         ("wrong-passphrase", ["snapshots"], 11, b"wrong passphrase"),
         ("ok", ["restore", "deadbeef", "/tmp/nowhere"], 2, b"no snapshot"),
         ("ok", ["backup", "--source", "nope"], 2, b"no source named"),
+        ("ok", ["snapshots", "--source", "nope"], 2, b"no source named 'nope' in the config or in any snapshot"),
+        ("ok", ["restore", "latest", "/tmp/nowhere", "--source", "nope"], 2, b"known: db, files"),
         ("failing-command", ["backup", "--source", "db"], 15, b"boom"),
         ("no-passphrase", ["snapshots"], 10, b"COLDVAULT_PASSPHRASE"),
         ("target-is-a-file", ["init"], 14, b"is not a directory"),
@@ -425,3 +427,11 @@ def test_a_restore_path_that_matches_nothing_leaves_no_destination_behind(initia
     refused = initialised("restore", "latest", str(tmp_path / "out"), "--source", "files", "--path", "/no/such")
     assert refused.returncode == 2 and b"not in this snapshot" in refused.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_source_removed_from_the_config_still_selects_its_snapshots(initialised: CLI, tmp_path: Path) -> None:
+    config = initialised.config.read_text()
+    initialised.write_config(config[: config.index('[[sources]]\nname = "db"')])
+    listed = initialised("snapshots", "--source", "db", "--json")
+    assert listed.returncode == 0 and [s["source"] for s in json.loads(listed.stdout)] == ["db"]
+    assert initialised("restore", "latest", str(tmp_path / "out"), "--source", "db").returncode == 0

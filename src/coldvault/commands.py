@@ -8,6 +8,7 @@ import json
 import random
 import stat
 import sys
+from collections.abc import Collection
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,7 +126,7 @@ def _lagging(all_targets: list[str], *holders: tuple[str, ...]) -> list[str]:
 
 def cmd_snapshots(args: argparse.Namespace, session: Session) -> int:
     repo = session.open_repo(only=args.target)
-    snapshots = filter_snapshots(repo.snapshots(), args.source)
+    snapshots = filter_snapshots(repo.snapshots(), args.source, configured=session.source_names)
     _warn_skipped(repo)
     if args.json:
         emit_json([_snapshot_doc(s) for s in snapshots])
@@ -146,7 +147,7 @@ def cmd_snapshots(args: argparse.Namespace, session: Session) -> int:
 
 def cmd_ls(args: argparse.Namespace, session: Session) -> int:
     repo = session.open_repo(only=args.target)
-    snapshot = _select(repo, args.snapshot, args.source)
+    snapshot = _select(repo, args.snapshot, args.source, configured=session.source_names)
     _warn_skipped(repo)
     nodes = select_nodes(repo.listing(snapshot), args.path)
     out = sys.stdout
@@ -161,7 +162,7 @@ def cmd_ls(args: argparse.Namespace, session: Session) -> int:
 def cmd_restore(args: argparse.Namespace, session: Session) -> int:
     replicas = session.connect(only=args.target)
     repo = session.unlock(replicas, cached=args.target is None)
-    snapshot = _select(repo, args.snapshot, args.source)
+    snapshot = _select(repo, args.snapshot, args.source, configured=session.source_names)
     _ = repo.index  # load it now, so skipped index objects are reported before the restore starts
     _warn_skipped(repo)
     if args.stdout and args.dest:
@@ -181,11 +182,13 @@ def cmd_restore(args: argparse.Namespace, session: Session) -> int:
     return EXIT_PARTIAL if result.warnings else EXIT_OK
 
 
-def _select(repo: Repository, selector: str, source: str | None) -> Snapshot:
+def _select(repo: Repository, selector: str, source: str | None, *, configured: Collection[str]) -> Snapshot:
     """A forgotten snapshot stays readable by its id until prune removes it: a way back from a
     retention policy that was too eager.  'latest' means the latest one kept."""
     snapshots = repo.snapshots(forgotten=selector != "latest")
-    return find_snapshot(snapshots, selector, source=source, unreadable=repo.unreadable_snapshots)
+    return find_snapshot(
+        snapshots, selector, source=source, configured=configured, unreadable=repo.unreadable_snapshots
+    )
 
 
 def _warn_replicas(replicas: Replicas) -> None:

@@ -137,7 +137,9 @@ def _full_drill(
     """Restore a whole snapshot from one target: --target, else each target in turn, drill after drill."""
     targets = session.config.targets
     target = session.config.target(args.target) if args.target else targets[drills_before % len(targets)]
-    snapshot = find_snapshot(snapshots, args.full, source=args.source, unreadable=repo.unreadable_snapshots)
+    snapshot = find_snapshot(
+        snapshots, args.full, source=args.source, configured=session.source_names, unreadable=repo.unreadable_snapshots
+    )
     store = open_store(target)
     report(f"full restore of {snapshot.id[:8]} from {target.name}")
     try:

@@ -60,6 +60,10 @@ class Session:
         """The configured targets in config order, or just the one named ``only``."""
         return [self.config.target(only)] if only else list(self.config.targets)
 
+    @property
+    def source_names(self) -> frozenset[str]:
+        return frozenset(source.name for source in self.config.sources)
+
     def target_stores(self, *, only: str | None = None) -> list[Store]:
         return [open_store(target) for target in self.targets(only=only)]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from coldvault.errors import IntegrityError, UsageError
 from coldvault.repo.manifest import Snapshot
@@ -11,17 +11,27 @@ from coldvault.repo.manifest import Snapshot
 _MIN_PREFIX = 4
 
 
-def filter_snapshots(snapshots: list[Snapshot], source: str | None) -> list[Snapshot]:
+def filter_snapshots(snapshots: list[Snapshot], source: str | None, *, configured: Collection[str]) -> list[Snapshot]:
+    """The snapshots of ``source`` (all for None); a source neither ``configured`` nor in any snapshot is
+    a typo, not a source without snapshots (one removed from the config still has its own)."""
+    if source is not None and source not in configured and all(s.source != source for s in snapshots):
+        known = ", ".join(sorted(set(configured) | {s.source for s in snapshots})) or "none"
+        raise UsageError(f"no source named {source!r} in the config or in any snapshot (known: {known})")
     return [s for s in snapshots if source is None or s.source == source]
 
 
 def find_snapshot(
-    snapshots: list[Snapshot], selector: str, *, source: str | None = None, unreadable: Mapping[str, str] = {}
+    snapshots: list[Snapshot],
+    selector: str,
+    *,
+    source: str | None = None,
+    configured: Collection[str] = (),
+    unreadable: Mapping[str, str] = {},
 ) -> Snapshot:
     """``unreadable``: manifests that could not be read but may be genuine (Repository.unreadable_snapshots),
     name -> why.  Their source and time are unknown, so while there is one, 'latest' cannot be told:
     quietly taking the newest readable snapshot would restore an older state than the user asked for."""
-    candidates = filter_snapshots(snapshots, source)
+    candidates = filter_snapshots(snapshots, source, configured=configured)
     scope = f" of source {source!r}" if source else ""
     if selector == "latest":
         if unreadable:
