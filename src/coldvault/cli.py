@@ -9,10 +9,11 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from coldvault import __version__
 from coldvault.config import config_path, read_config_file
-from coldvault.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ColdvaultError
+from coldvault.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ColdvaultError, UsageError
 from coldvault.key_ahead import KeyAhead
 
 # What runs a command, as "module:function" below coldvault: a backup need not import the daemon,
@@ -26,6 +27,33 @@ _KEYLESS_COMMANDS = frozenset({"init", "config", "status", "report", "sync", "sc
 # 70 times less often (the oldest generation 300 times), and what the imports made is frozen out of its
 # sight; reference counting still frees everything that is not a cycle at once.
 _GC_THRESHOLDS = (50_000, 20, 20)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line; a command's positionals anywhere among its options."""
+
+    _intermixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._subparsers is not None or self._intermixing:
+            return super().parse_known_args(args, namespace)
+        # A command's own parser, given what follows the command's name.  Plain parsing takes the
+        # positionals before the first option at once, so in `restore latest --source db DEST` the
+        # optional DEST matched nothing there and DEST was left over; intermixed parsing takes the
+        # options first, then the positionals wherever they are.
+        self._intermixing = True  # parse_known_intermixed_args calls this method back (Python 3.11)
+        try:
+            namespace, extras = self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+        if extras:  # said here rather than by the top parser, so as to name this command's --help
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}; see '{self.prog} --help'")
 
 
 def _global_options(*, in_subcommand: bool) -> argparse.ArgumentParser:
@@ -44,7 +72,7 @@ def _global_options(*, in_subcommand: bool) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _global_options(in_subcommand=True)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="coldvault",
         description="Encrypted, deduplicated, immutable cold backups.",
         parents=[_global_options(in_subcommand=False)],
@@ -184,8 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     gc.set_threshold(*_GC_THRESHOLDS)
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"coldvault: {exc}", file=sys.stderr)
+        return exc.exit_code
     try:
         if getattr(args, "offline", None) is not None:
             return int(_resolve(args.offline)(args))
