@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -13,7 +14,7 @@ from typing import NoReturn
 
 from coldvault import __version__
 from coldvault.config import config_path, read_config_file
-from coldvault.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ColdvaultError, UsageError
+from coldvault.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ColdvaultError, DestinationError, UsageError
 from coldvault.key_ahead import KeyAhead
 
 # What runs a command, as "module:function" below coldvault: a backup need not import the daemon,
@@ -217,6 +218,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"coldvault: {exc}", file=sys.stderr)
         return exc.exit_code
+    code = _run(args)
+    try:
+        sys.stdout.flush()  # here, where a reader gone is caught, rather than at exit (status 120)
+    except BrokenPipeError:
+        _discard_stdout()
+        return code or DestinationError.exit_code  # an error the command reported says more
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if getattr(args, "offline", None) is not None:
             return int(_resolve(args.offline)(args))
@@ -242,7 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("coldvault: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        return EXIT_INTERRUPTED
+        # The reader of stdout went away (`| head`): stop, as the Unix tools do, quietly; not done,
+        # so not 0, and not 130, since nobody interrupted it.
+        _discard_stdout()
+        return DestinationError.exit_code
     except Exception as exc:  # a bug: say so in one line, and keep the traceback for --debug
         if args.debug:
             traceback.print_exc()
@@ -251,6 +265,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+def _discard_stdout() -> None:
+    """Send what is still buffered for stdout, and anything written later, to /dev/null: flushing
+    into the closed pipe again at exit would raise a second BrokenPipeError."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _resolve(handler: HandlerName) -> Callable[..., int]:
