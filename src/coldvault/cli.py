@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib
 import os
+import signal
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import NoReturn
 
 from coldvault import __version__
@@ -22,6 +25,8 @@ from coldvault.key_ahead import KeyAhead
 HandlerName = str
 # Commands that never unlock the repository with its passphrase: no head start on the key for them.
 _KEYLESS_COMMANDS = frozenset({"init", "config", "status", "report", "sync", "scrub"})
+# Commands that answer SIGTERM and SIGHUP themselves (see service.daemon).
+_OWN_SIGNAL_COMMANDS = frozenset({"daemon"})
 # A command makes hundreds of thousands of objects that never form cycles (index entries, listing
 # entries, chunk ids), and the cyclic collector, at its default thresholds, walks all of them again
 # every few thousand allocations: a quarter of an incremental backup's time.  With these it runs about
@@ -218,7 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"coldvault: {exc}", file=sys.stderr)
         return exc.exit_code
-    code = _run(args)
+    if args.command in _OWN_SIGNAL_COMMANDS:
+        code = _run(args)
+    else:
+        with _stopped_like_ctrl_c(signal.SIGTERM, signal.SIGHUP):
+            code = _run(args)
     try:
         sys.stdout.flush()  # here, where a reader gone is caught, rather than at exit (status 120)
     except BrokenPipeError:
@@ -249,8 +258,8 @@ def _run(args: argparse.Namespace) -> int:
     except ColdvaultError as exc:
         print(f"coldvault: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("coldvault: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print("coldvault: interrupted" + (f" by {exc}" if isinstance(exc, _Stopped) else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader of stdout went away (`| head`): stop, as the Unix tools do, quietly; not done,
@@ -265,6 +274,37 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised as Ctrl-C raises KeyboardInterrupt, so that a command ends the same way:
+    every ``finally`` runs (a dump command is killed, a forked child too), nothing is committed."""
+
+
+@contextlib.contextmanager
+def _stopped_like_ctrl_c(*signals: signal.Signals) -> Iterator[None]:
+    """While in it, ``signals`` raise _Stopped; one that is ignored (nohup) stays ignored."""
+
+    this_process = os.getpid()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != this_process:
+            # A child forked by engine.forked: it dies of the signal as it did before; raising here
+            # instead, its cleanup could wait for ever on a parent that no longer reads from it.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise _Stopped(signal.Signals(signum).name)
+
+    before = {signum: signal.getsignal(signum) for signum in signals}
+    for signum, handler in before.items():
+        if handler is signal.SIG_DFL:
+            signal.signal(signum, stop)
+    try:
+        yield
+    finally:  # as it was, for a caller that runs main in its own process (tests)
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 def _discard_stdout() -> None:
