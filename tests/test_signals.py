@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from test_cli import CLI, PASSPHRASE, basic_config
 
+from coldvault.cli import main
+
 
 def start(
     cli: CLI, *args: str, unbuffered: bool = True, ignore: tuple[signal.Signals, ...] = ()
@@ -84,6 +86,20 @@ def test_an_ignored_hangup_stays_ignored(dumping: CLI, tmp_path: Path) -> None:
     assert backup.poll() is None
     backup.send_signal(signal.SIGTERM)
     assert backup.wait(timeout=60) == 130
+
+
+def test_a_dump_killed_by_a_signal_is_said_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "coldvault.toml").write_text(basic_config(tmp_path, command="sh -c 'echo partial; kill -KILL $$'"))
+    monkeypatch.setenv("COLDVAULT_CONFIG", str(tmp_path / "coldvault.toml"))
+    monkeypatch.setenv("COLDVAULT_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert main(["--quiet", "init"]) == 0
+    capsys.readouterr()
+    assert main(["--quiet", "backup", "--source", "db"]) == 15
+    assert "'sh' was killed by signal SIGKILL; no snapshot was committed" in capsys.readouterr().err
 
 
 def test_a_stopped_restore_takes_its_forked_child_with_it(tmp_path: Path) -> None:

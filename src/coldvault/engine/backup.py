@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -517,9 +518,22 @@ def _read_command(run: _Run, source: Source) -> None:
         reader.join()
     if returncode != 0:
         stderr = " | ".join(line.decode("utf-8", "replace").strip() for line in tail if line.strip())
+        # Popen gives a death by signal as the signal's number negated, not an exit status.
+        how = (
+            f"was killed by signal {_signal_name(-returncode)}"
+            if returncode < 0
+            else f"exited with status {returncode}"
+        )
         raise SourceError(
-            f"source {source.name!r}: {program!r} exited with status {returncode}; no snapshot was committed"
+            f"source {source.name!r}: {program!r} {how}; no snapshot was committed"
             + (f"; stderr: {stderr}" if stderr else "")
         )
     run.stats.update(files=1, bytes=node.size)
     run.add(node)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time signal past SIGRTMIN has no name of its own
+        return str(number)
