@@ -122,7 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("check", "commands:cmd_check", "verify the repository's structure, and optionally its data")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--read-data", action="store_true", help="download and verify every pack")
+    group.add_argument(
+        "--read-data",
+        action="store_true",
+        help="download and verify every pack (one copy of each: 'scrub' or --target reads every target's)",
+    )
     group.add_argument("--read-data-subset", type=float, metavar="PCT", help="verify a random PCT%% of the packs")
     p.add_argument("--json", action="store_true")
     _target(p)
