@@ -27,8 +27,9 @@ def start(
         env["PYTHONUNBUFFERED"] = "1"
 
     def ignored() -> None:
-        for signum in ignore:
-            signal.signal(signum, signal.SIG_IGN)
+        # As a shell leaves them, whatever this test run inherited (under nohup, SIGHUP is ignored).
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN if signum in ignore else signal.SIG_DFL)
 
     argv = [sys.executable, "-m", "coldvault", "--config", str(cli.config), "--quiet", *args]
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=ignored)
