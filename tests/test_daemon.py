@@ -234,3 +234,30 @@ def test_sigterm_during_a_backup_stops_cleanly_and_the_next_run_resumes(cli: CLI
     assert done.returncode == 0, done.stderr
     assert cli("check", "--read-data").returncode == 0
     assert len(list((tmp_path / "near" / "snapshots").iterdir())) == 1
+
+
+def test_sigterm_to_once_stops_its_running_jobs_and_starts_no_more(cli: CLI, tmp_path: Path) -> None:
+    dump = f"sh -c 'echo $$ > {tmp_path}/dump.pid; echo start; exec sleep 300'"
+    cli.write_config(
+        config(tmp_path) + f'\n[[sources]]\nname = "db"\ncommand = "{dump}"\n\n[daemon]\nmetrics = "off"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLDVAULT_")}
+    env.update(COLDVAULT_PASSPHRASE="correct horse battery staple", XDG_STATE_HOME=str(tmp_path / "state"))
+    once = subprocess.Popen(
+        [sys.executable, "-m", "coldvault", "--config", str(cli.config), "daemon", "--once"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    pid_file = tmp_path / "dump.pid"
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text().endswith("\n")):
+        assert time.monotonic() < deadline and once.poll() is None
+        time.sleep(0.05)
+    once.send_signal(signal.SIGTERM)
+    _, stderr = once.communicate(timeout=60)
+    assert once.returncode == 130, stderr
+    assert not os.path.exists(f"/proc/{int(pid_file.read_text())}"), "the dump command was left running"
+    ledger = json.loads((tmp_path / "state" / "daemon.json").read_text())
+    assert ledger["backup:db"]["last_exit"] == 130
+    assert ledger["sync"]["last_run"] is None and ledger["drill"]["last_run"] is None, "a later phase started"

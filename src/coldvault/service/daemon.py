@@ -33,7 +33,7 @@ from prometheus_client import start_http_server
 from coldvault.config.loader import load_config
 from coldvault.config.model import Config
 from coldvault.config.schedule import Schedule
-from coldvault.errors import ColdvaultError
+from coldvault.errors import EXIT_INTERRUPTED, ColdvaultError
 from coldvault.service.log import Log
 from coldvault.service.metrics import Metrics
 from coldvault.service.notify import Notifier
@@ -162,13 +162,31 @@ class Daemon:
         return 0
 
     async def once(self) -> int:
-        """Every due job one time, phase by phase (_PHASES); 0 if all succeeded."""
+        """Every due job one time, phase by phase (_PHASES); 0 if all succeeded.  Told to stop, it starts
+        no more jobs, waits for the running ones, and ends with 130."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop_running)
+        # Ctrl-C reaches the jobs from the terminal itself (one process group): only stop starting more.
+        loop.add_signal_handler(signal.SIGINT, self._stop)
         self.notifier.ready(self._status())
         for phase in range(len(_PHASES)):
+            if self._stopping.is_set():
+                break
             self.start_due(phase=phase)
             await self._wait_all()
         self.notifier.stopping()
+        if self._stopping.is_set():
+            return EXIT_INTERRUPTED
         return 1 if self.failed else 0
+
+    def _stop_running(self) -> None:
+        """SIGTERM to --once, which has no serving loop to drain: pass it on to the running jobs now,
+        once (a second SIGTERM would cut their own clean-up short)."""
+        if not self._stopping.is_set():
+            self._stop()
+            for process in self.running.values():
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
 
     def _stop(self) -> None:
         self._stopping.set()
