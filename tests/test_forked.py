@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import alive
 
 from coldvault.engine.forked import Counter, Forked, may_fork
 from coldvault.engine.progress import Progress, SilentProgress
@@ -150,17 +151,9 @@ def test_the_child_dies_with_its_parent(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", script], check=False, timeout=60)
     child = int(pid_file.read_text())
     deadline = time.monotonic() + 10
-    while _alive(child) and time.monotonic() < deadline:
+    while alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(child)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
-    except FileNotFoundError:
-        return False
+    assert not alive(child)
 
 
 def test_a_child_hashes_large_objects_although_the_parents_hashing_threads_stayed_behind() -> None:

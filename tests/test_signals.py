@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from processes import alive
 from test_cli import CLI, PASSPHRASE, basic_config
 
 from coldvault.cli import main
@@ -41,14 +42,6 @@ def wait_for(condition: Callable[[], object], process: subprocess.Popen[bytes], 
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline
         time.sleep(poll)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
-    except FileNotFoundError:
-        return False
 
 
 @pytest.fixture
