@@ -14,7 +14,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from test_cli import CLI
+from processes import alive
+from test_cli import CLI, PASSPHRASE
 from test_replication_cli import config
 
 
@@ -26,6 +27,18 @@ def cli(tmp_path: Path) -> CLI:
     tool.write_config(config(tmp_path))
     assert tool("init").returncode == 0
     return tool
+
+
+def start_daemon(cli: CLI, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``coldvault daemon ARGS`` in the background, with the passphrase and state directory CLI uses."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("COLDVAULT_")}
+    full_env.update(COLDVAULT_PASSPHRASE=PASSPHRASE, XDG_STATE_HOME=str(cli.root / "state"), **(env or {}))
+    return subprocess.Popen(
+        [sys.executable, "-m", "coldvault", "--config", str(cli.config), "daemon", *args],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def twelve_hours_away() -> str:
@@ -80,18 +93,9 @@ def test_under_systemd_it_notifies_pings_reloads_and_stops(cli: CLI, tmp_path: P
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
         notify.bind(address)
         notify.settimeout(10)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COLDVAULT_")}
-        env.update(
-            COLDVAULT_PASSPHRASE="correct horse battery staple",
-            XDG_STATE_HOME=str(tmp_path / "state"),
-            NOTIFY_SOCKET=address,
-            WATCHDOG_USEC="1000000",  # a ping at least every half second
-        )
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "coldvault", "--config", str(cli.config), "daemon"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+        daemon = start_daemon(
+            cli,
+            env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "1000000"},  # a ping at least every half second
         )
         try:
             messages = [notify.recv(4096).decode()]
@@ -128,14 +132,7 @@ def test_metrics_are_served_and_no_secret_is_written_anywhere(cli: CLI, tmp_path
 
     port = free_port()
     cli.write_config(config(tmp_path) + f'\n[daemon]\nmetrics = "127.0.0.1:{port}"\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLDVAULT_")}
-    env.update(COLDVAULT_PASSPHRASE="correct horse battery staple", XDG_STATE_HOME=str(tmp_path / "state"))
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "coldvault", "--config", str(cli.config), "daemon", "--log-json"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    daemon = start_daemon(cli, "--log-json")
     try:
         samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         deadline = time.monotonic() + 60
@@ -164,7 +161,7 @@ def test_metrics_are_served_and_no_secret_is_written_anywhere(cli: CLI, tmp_path
     logs = [json.loads(line) for line in stderr.decode().splitlines()]
     assert {"time", "level", "message"} <= set(logs[0])
 
-    secret = b"correct horse battery staple"
+    secret = PASSPHRASE.encode()
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert secret not in stderr and secret not in text.encode()
     assert not [p for p in written if secret in p.read_bytes()], "the passphrase reached a file"
@@ -210,14 +207,7 @@ def test_sigterm_during_a_backup_stops_cleanly_and_the_next_run_resumes(cli: CLI
     for i in range(24):
         (tmp_path / "data" / f"big{i}").write_bytes(os.urandom(2 << 20))
     cli.write_config(config(tmp_path) + '\n[daemon]\nretry_delay = 0\nmetrics = "off"\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLDVAULT_")}
-    env.update(COLDVAULT_PASSPHRASE="correct horse battery staple", XDG_STATE_HOME=str(tmp_path / "state"))
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "coldvault", "--config", str(cli.config), "daemon"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    daemon = start_daemon(cli)
     deadline = time.monotonic() + 60
     while not list((tmp_path / "near" / "data").rglob("*")) if (tmp_path / "near" / "data").exists() else True:
         assert time.monotonic() < deadline and daemon.poll() is None
@@ -241,14 +231,7 @@ def test_sigterm_to_once_stops_its_running_jobs_and_starts_no_more(cli: CLI, tmp
     cli.write_config(
         config(tmp_path) + f'\n[[sources]]\nname = "db"\ncommand = "{dump}"\n\n[daemon]\nmetrics = "off"\n'
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLDVAULT_")}
-    env.update(COLDVAULT_PASSPHRASE="correct horse battery staple", XDG_STATE_HOME=str(tmp_path / "state"))
-    once = subprocess.Popen(
-        [sys.executable, "-m", "coldvault", "--config", str(cli.config), "daemon", "--once"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    once = start_daemon(cli, "--once")
     pid_file = tmp_path / "dump.pid"
     deadline = time.monotonic() + 60
     while not (pid_file.exists() and pid_file.read_text().endswith("\n")):
@@ -257,7 +240,7 @@ def test_sigterm_to_once_stops_its_running_jobs_and_starts_no_more(cli: CLI, tmp
     once.send_signal(signal.SIGTERM)
     _, stderr = once.communicate(timeout=60)
     assert once.returncode == 130, stderr
-    assert not os.path.exists(f"/proc/{int(pid_file.read_text())}"), "the dump command was left running"
+    assert not alive(int(pid_file.read_text())), "the dump command was left running"
     ledger = json.loads((tmp_path / "state" / "daemon.json").read_text())
     assert ledger["backup:db"]["last_exit"] == 130
     assert ledger["sync"]["last_run"] is None and ledger["drill"]["last_run"] is None, "a later phase started"
